@@ -1,0 +1,23 @@
+# SimCLR pipeline: prepare -> validate -> pretrain -> extract -> probe.
+#   snakemake --cores 1 --resources gpu=1
+# The same DAG is in dvc.yaml (tests/test_dag.py keeps the two in step).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/prepare.smk"
+include: "workflow/rules/validate.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/probe.smk"
+
+
+rule all:
+    input:
+        "metrics/probe.json",
+    default_target: True

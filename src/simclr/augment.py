@@ -1,0 +1,210 @@
+"""The SimCLR augmentation of Appendix B.9, batched on the training device with per-sample randomness.
+
+    random resized crop (scale 0.08-1, ratio 3/4-4/3) -> horizontal flip (p=0.5)
+    -> colour jitter (brightness 0.8s, contrast 0.8s, saturation 0.8s, hue 0.2s; random order; p=0.8)
+    -> grayscale (p=0.2);  s = 0.5, no Gaussian blur on CIFAR-10.
+
+Every sample draws its own crop box, flip, jitter factors and order. torchvision's functional ops
+take one crop box or one factor per call, so the ops here are batched versions of them (crop and
+resize as per-sample weight matrices; colour ops with per-sample factors). tests/test_augment.py
+checks each against torchvision image by image.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_strength: float = 0.5
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+
+    @classmethod
+    def from_params(cls, augment: dict) -> "AugmentConfig":
+        return cls(
+            crop_scale=tuple(augment["crop_scale"]),
+            crop_ratio=tuple(augment["crop_ratio"]),
+            flip_p=augment["flip_p"],
+            jitter_strength=augment["jitter_strength"],
+            jitter_p=augment["jitter_p"],
+            gray_p=augment["gray_p"],
+        )
+
+
+def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=g, device=device)
+
+
+def sample_crop_boxes(n: int, height: int, width: int, cfg: AugmentConfig, g: torch.Generator, device,
+                      attempts: int = 10) -> torch.Tensor:
+    """Per-sample crop boxes (top, left, h, w) as int64 n x 4, drawn as RandomResizedCrop.get_params does."""
+    area = height * width
+    log_ratio = (math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]))
+    target = area * _uniform(n * attempts, *cfg.crop_scale, g, device).view(n, attempts)
+    aspect = torch.exp(_uniform(n * attempts, *log_ratio, g, device)).view(n, attempts)
+    w = torch.round(torch.sqrt(target * aspect))
+    h = torch.round(torch.sqrt(target / aspect))
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)  # n x attempts
+    first = torch.argmax(ok.int(), dim=1)  # first valid attempt (0 when none)
+    found = ok.any(dim=1)
+    rows = torch.arange(n, device=device)
+    h, w = h[rows, first], w[rows, first]
+    # fallback, as torchvision: a centre crop at the clamped aspect ratio
+    in_ratio = width / height
+    if in_ratio < cfg.crop_ratio[0]:
+        fw, fh = width, round(width / cfg.crop_ratio[0])
+    elif in_ratio > cfg.crop_ratio[1]:
+        fh, fw = height, round(height * cfg.crop_ratio[1])
+    else:
+        fw, fh = width, height
+    h = torch.where(found, h, torch.full_like(h, fh))
+    w = torch.where(found, w, torch.full_like(w, fw))
+    top = torch.floor(torch.rand(n, generator=g, device=device) * (height - h + 1))
+    left = torch.floor(torch.rand(n, generator=g, device=device) * (width - w + 1))
+    top = torch.where(found, top, torch.full_like(top, (height - fh) // 2))
+    left = torch.where(found, left, torch.full_like(left, (width - fw) // 2))
+    return torch.stack([top, left, h, w], dim=1).long()
+
+
+def _resize_weights(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
+    """N x out_size x in_size interpolation weights of a per-sample 1-D crop-and-resize.
+
+    Antialiased bilinear, as torch's interpolate(antialias=True) and PIL compute it: output pixel j
+    is centred at c = (j + 0.5) * scale in crop coordinates, and input pixel x gets the triangle
+    weight max(0, 1 - |x + 0.5 - c| / max(scale, 1)), renormalised; pixels outside the crop get 0.
+    """
+    scale = (length / out_size).unsqueeze(1)  # N x 1
+    centres = (torch.arange(out_size, device=start.device, dtype=scale.dtype) + 0.5) * scale  # N x S
+    x = torch.arange(in_size, device=start.device, dtype=scale.dtype) - start.unsqueeze(1)  # N x in, crop coords
+    inside = (x >= 0) & (x < length.unsqueeze(1))
+    dist = (x.unsqueeze(1) + 0.5 - centres.unsqueeze(2)).abs() / scale.clamp(min=1).unsqueeze(2)  # N x S x in
+    w = (1 - dist).clamp(min=0) * inside.unsqueeze(1)
+    return w / w.sum(dim=2, keepdim=True)
+
+
+def resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop box i = (top, left, h, w) of image i and resize it to size x size.
+
+    images: float N x C x H x W. Separable antialiased bilinear, batched as one einsum over
+    per-sample weight matrices (torchvision's resized_crop takes one box per call)."""
+    _, _, height, width = images.shape
+    top, left, h, w = boxes.to(images.dtype).unbind(1)
+    wy = _resize_weights(top, h, height, size)  # N x S x H
+    wx = _resize_weights(left, w, width, size)  # N x S x W
+    return torch.einsum("nsh,nchw,ntw->ncst", wy, images, wx)
+
+
+def grayscale(images: torch.Tensor) -> torch.Tensor:
+    """N x 3 x H x W -> N x 1 x H x W luma."""
+    r, g, b = images.unbind(1)
+    return (GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b).unsqueeze(1)
+
+
+def adjust_brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return (x * f.view(-1, 1, 1, 1)).clamp_(0, 1)
+
+
+def adjust_contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    mean = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+    f = f.view(-1, 1, 1, 1)
+    return (f * x + (1 - f) * mean).clamp_(0, 1)
+
+
+def adjust_saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    f = f.view(-1, 1, 1, 1)
+    return (f * x + (1 - f) * grayscale(x)).clamp_(0, 1)
+
+
+def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    maxc, _ = x.max(dim=1)
+    minc, _ = x.min(dim=1)
+    eqc = maxc == minc
+    cr = maxc - minc
+    ones = torch.ones_like(maxc)
+    s = cr / torch.where(eqc, ones, maxc)
+    cr_div = torch.where(eqc, ones, cr)
+    rc, gc, bc = (maxc - r) / cr_div, (maxc - g) / cr_div, (maxc - b) / cr_div
+    hr = (maxc == r) * (bc - gc)
+    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
+    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
+    h = torch.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
+    return torch.stack((h, s, maxc), dim=1)
+
+
+def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    h, s, v = x.unbind(1)
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.to(torch.int32) % 6
+    p = (v * (1.0 - s)).clamp(0.0, 1.0)
+    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
+    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
+    mask = i.unsqueeze(1) == torch.arange(6, device=i.device).view(-1, 1, 1)  # N x 6 x H x W
+    a1 = torch.stack((v, q, p, p, t, v), dim=1)
+    a2 = torch.stack((t, v, v, q, p, p), dim=1)
+    a3 = torch.stack((p, p, t, v, v, q), dim=1)
+    a4 = torch.stack((a1, a2, a3), dim=1)  # N x 3 x 6 x H x W
+    return torch.einsum("...ijk, ...xijk -> ...xjk", mask.to(x.dtype), a4)
+
+
+def adjust_hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    hsv = _rgb_to_hsv(x)
+    h = torch.remainder(hsv[:, 0] + f.view(-1, 1, 1), 1.0)
+    return _hsv_to_rgb(torch.stack((h, hsv[:, 1], hsv[:, 2]), dim=1))
+
+
+JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+
+
+def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
+    """Per-sample jitter. factors: N x 4 (brightness, contrast, saturation, hue); order: N x 4
+    permutations of 0..3; apply: N bool. Each op runs once per position on the samples that take it."""
+    x = x.clone()
+    for pos in range(4):
+        for op_index, op in enumerate(JITTER_OPS):
+            idx = torch.nonzero(apply & (order[:, pos] == op_index)).squeeze(1)
+            if len(idx):
+                x[idx] = op(x[idx], factors[idx, op_index])
+    return x
+
+
+def sample_jitter(n: int, cfg: AugmentConfig, g: torch.Generator, device):
+    s = cfg.jitter_strength
+    lo = max(0.0, 1 - 0.8 * s)
+    factors = torch.stack([
+        _uniform(n, lo, 1 + 0.8 * s, g, device),
+        _uniform(n, lo, 1 + 0.8 * s, g, device),
+        _uniform(n, lo, 1 + 0.8 * s, g, device),
+        _uniform(n, -0.2 * s, 0.2 * s, g, device),
+    ], dim=1)
+    order = torch.argsort(torch.rand(n, 4, generator=g, device=device), dim=1)  # a random permutation each
+    apply = torch.rand(n, generator=g, device=device) < cfg.jitter_p
+    return factors, order, apply
+
+
+def augment(images: torch.Tensor, size: int, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """One random view of each image. images: uint8 N x 3 x H x W (on the device); returns float N x 3 x size x size in [0, 1]."""
+    n, _, height, width = images.shape
+    device = images.device
+    x = images.float().div_(255)
+    x = resized_crop(x, sample_crop_boxes(n, height, width, cfg, g, device), size).clamp_(0, 1)
+    flip = torch.rand(n, generator=g, device=device) < cfg.flip_p
+    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    x = color_jitter(x, *sample_jitter(n, cfg, g, device))
+    gray = torch.rand(n, generator=g, device=device) < cfg.gray_p
+    return torch.where(gray.view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
+
+
+def two_views(images: torch.Tensor, size: int, cfg: AugmentConfig, g: torch.Generator):
+    """The SimCLR pair: two independent views of the same images."""
+    return augment(images, size, cfg, g), augment(images, size, cfg, g)

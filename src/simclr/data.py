@@ -1,0 +1,132 @@
+"""The dataset layout: class.txt parsing, listing a split, decoding images into uint8 tensors.
+
+    <root>/class.txt              "<class_name> <index>" per line, indices 0..K-1
+    <root>/train/<class_name>/*   images (PNG, JPEG, ... anything Pillow decodes)
+    <root>/test/<class_name>/*
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "test")
+LITTER = {".DS_Store", "Thumbs.db", "desktop.ini"}
+# A folder-source dataset is not copied: prepare leaves this pointer in data/folder/.
+POINTER = "simclr-folder.json"
+
+
+class LayoutError(ValueError):
+    """A dataset that does not follow the layout; str() is one `<path>: <problem>` line per problem."""
+
+
+def is_litter(name: str) -> bool:
+    """Hidden files and OS litter, which the layout ignores."""
+    return name.startswith(".") or name in LITTER
+
+
+@dataclass(frozen=True)
+class ClassLine:
+    name: str
+    index: int
+    lineno: int
+
+
+def parse_class_txt(path: Path) -> tuple[list[ClassLine], list[str]]:
+    """Parse class.txt; return (lines, problems). Tolerates a UTF-8 BOM, CRLF, blank lines, trailing spaces."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return [], [f"cannot read: {exc.strerror}"]
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return [], ["not UTF-8 text"]
+    lines: list[ClassLine] = []
+    problems: list[str] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            problems.append(f"line {lineno}: expected '<class_name> <index>', found {line.strip()!r}")
+            continue
+        name, index = fields
+        try:
+            lines.append(ClassLine(name, int(index), lineno))
+        except ValueError:
+            problems.append(f"line {lineno}: expected an integer index, found {index!r}")
+    if not lines and not problems:
+        problems.append("empty: expected one '<class_name> <index>' line per class")
+        return lines, problems
+    seen_names: dict[str, int] = {}
+    seen_index: dict[int, int] = {}
+    for cl in lines:
+        if cl.name in seen_names:
+            problems.append(f"line {cl.lineno}: duplicate class name {cl.name!r} (first on line {seen_names[cl.name]})")
+        seen_names.setdefault(cl.name, cl.lineno)
+        if cl.index in seen_index:
+            problems.append(f"line {cl.lineno}: duplicate index {cl.index} (first on line {seen_index[cl.index]})")
+        seen_index.setdefault(cl.index, cl.lineno)
+    indices = sorted(seen_index)
+    if not problems and indices != list(range(len(lines))):
+        problems.append(f"indices must be exactly 0..{len(lines) - 1}, found {indices}")
+    return lines, problems
+
+
+def read_classes(root: Path) -> list[str]:
+    """Class names ordered by index; raises LayoutError naming class.txt when it is malformed."""
+    path = Path(root) / "class.txt"
+    if not path.is_file():
+        raise LayoutError(f"{path}: class.txt not found")
+    lines, problems = parse_class_txt(path)
+    if problems:
+        raise LayoutError("\n".join(f"{path}: {p}" for p in problems))
+    return [cl.name for cl in sorted(lines, key=lambda cl: cl.index)]
+
+
+def resolve_root(root: str | Path) -> Path:
+    """The dataset root; a prepared folder-source pointer leads to the folder it names."""
+    root = Path(root)
+    pointer = root / POINTER
+    if pointer.is_file() and not (root / "class.txt").exists():
+        return Path(json.loads(pointer.read_text())["folder"])
+    return root
+
+
+def list_split(root: Path, split: str, classes: list[str]) -> tuple[list[Path], np.ndarray]:
+    """Image files of a split in a fixed order (class index, then file name) and their labels."""
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        folder = Path(root) / split / name
+        entries = sorted(p for p in folder.iterdir() if not is_litter(p.name) and p.is_file())
+        files += entries
+        labels += [label] * len(entries)
+    return files, np.asarray(labels, dtype=np.int64)
+
+
+def decode(path: Path, size: int) -> np.ndarray:
+    """One image as uint8 H x W x 3 RGB at size x size (antialiased resize only when it differs)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
+
+
+def load_split(root: str | Path, split: str, size: int):
+    """Decode a whole split into (uint8 tensor N x 3 x size x size, int64 labels N, class names)."""
+    import torch
+
+    root = resolve_root(root)
+    classes = read_classes(root)
+    files, labels = list_split(root, split, classes)
+    if not files:
+        raise LayoutError(f"{root / split}: no images")
+    images = np.stack([decode(p, size) for p in files])  # N x H x W x 3
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels), classes

@@ -1,0 +1,120 @@
+"""Stage `prepare`: materialise a dataset in the layout under data/<source>/.
+
+digits  - scikit-learn's bundled 8x8 handwritten digits, stratified train/test split, 32x32 RGB PNGs.
+cifar10 - the CIFAR-10 python pickles (a local cifar-10-python.tar.gz, or downloaded via torchvision).
+folder  - an existing layout elsewhere: nothing is copied, a pointer to it is left in data/folder/.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import io
+from .data import POINTER, LayoutError
+
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def write_layout(out: Path, classes: list[str], splits: dict[str, tuple[np.ndarray, np.ndarray]], size: int) -> None:
+    """Write uint8 N x H x W x 3 arrays as PNGs in the layout, plus class.txt."""
+    (out / "class.txt").write_text("".join(f"{name} {i}\n" for i, name in enumerate(classes)))
+    for split, (images, labels) in splits.items():
+        for name in classes:
+            (out / split / name).mkdir(parents=True)
+        for i, (img, label) in enumerate(zip(images, labels)):
+            pil = Image.fromarray(img, "RGB")
+            if pil.size != (size, size):
+                pil = pil.resize((size, size), Image.BILINEAR)
+            pil.save(out / split / classes[label] / f"{i:05d}.png", optimize=False)
+
+
+def limit_per_class(images: np.ndarray, labels: np.ndarray, limit: int):
+    """The first `limit` images of each class, in their original order."""
+    keep = np.concatenate([np.flatnonzero(labels == c)[:limit] for c in np.unique(labels)])
+    keep.sort()
+    return images[keep], labels[keep]
+
+
+def digits_splits(test_fraction: float, seed: int, size: int):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    gray = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # N x 8 x 8
+    big = np.stack([np.asarray(Image.fromarray(g, "L").resize((size, size), Image.BILINEAR)) for g in gray])
+    rgb = np.repeat(big[..., None], 3, axis=-1)
+    idx = np.arange(len(rgb))
+    train_idx, test_idx = train_test_split(
+        idx, test_size=test_fraction, random_state=seed, stratify=digits.target
+    )
+    train_idx.sort()
+    test_idx.sort()
+    y = digits.target.astype(np.int64)
+    return {"train": (rgb[train_idx], y[train_idx]), "test": (rgb[test_idx], y[test_idx])}
+
+
+def read_cifar10_archive(archive: Path):
+    """The CIFAR-10 python tarball -> {split: (uint8 N x 32 x 32 x 3, labels)}, class names."""
+    if not archive.is_file():
+        raise LayoutError(f"{archive}: CIFAR-10 archive not found (data.cifar10_archive)")
+    batches: dict[str, dict] = {}
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar.getmembers():
+                base = Path(member.name).name
+                if member.isfile() and (base.startswith("data_batch_") or base in ("test_batch", "batches.meta")):
+                    batches[base] = pickle.load(tar.extractfile(member), encoding="bytes")
+    except (tarfile.TarError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        raise LayoutError(f"{archive}: not a readable cifar-10-python.tar.gz ({exc})") from None
+    train_names = sorted(n for n in batches if n.startswith("data_batch_"))
+    if not train_names or "test_batch" not in batches:
+        raise LayoutError(f"{archive}: expected data_batch_* and test_batch inside, found {sorted(batches)}")
+    meta = batches.get("batches.meta", {})
+    names = [n.decode() for n in meta.get(b"label_names", [])] or CIFAR10_NAMES
+
+    def arrays(parts):
+        x = np.concatenate([np.asarray(p[b"data"], dtype=np.uint8) for p in parts])
+        y = np.concatenate([np.asarray(p[b"labels"], dtype=np.int64) for p in parts])
+        return x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), y
+
+    return {"train": arrays([batches[n] for n in train_names]), "test": arrays([batches["test_batch"]])}, names
+
+
+def download_cifar10(into: Path) -> Path:
+    """Fetch cifar-10-python.tar.gz through torchvision (needs a network)."""
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import download_url
+
+    download_url(CIFAR10.url, str(into), CIFAR10.filename, CIFAR10.tgz_md5)
+    return into / CIFAR10.filename
+
+
+def prepare(params: dict, out: Path) -> Path:
+    cfg = params["data"]
+    if cfg["source"] == "folder":
+        folder = Path(cfg["folder"])
+        if not folder.is_dir():
+            raise LayoutError(f"{folder}: data.folder is not a directory")
+        with io.atomic_dir(out) as tmp:
+            (tmp / POINTER).write_text(json.dumps({"folder": str(folder)}, indent=2) + "\n")
+        return out
+    if cfg["source"] == "digits":
+        splits, classes = digits_splits(cfg["test_fraction"], cfg["seed"], cfg["image_size"]), DIGIT_NAMES
+    else:
+        if cfg["cifar10_archive"]:
+            splits, classes = read_cifar10_archive(Path(cfg["cifar10_archive"]))
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                splits, classes = read_cifar10_archive(download_cifar10(Path(tmp)))
+    if cfg["limit_per_class"]:
+        splits = {split: limit_per_class(*arrays, cfg["limit_per_class"]) for split, arrays in splits.items()}
+    with io.atomic_dir(out) as tmp:
+        write_layout(tmp, classes, splits, cfg["image_size"])
+    return out

@@ -1,0 +1,178 @@
+"""Stage `pretrain`: SimCLR on the train split (labels unused), writing models/simclr.pt and a per-epoch log.
+
+A step takes train.batch_size images (two views each). When that does not fit, train.chunk_size
+images are embedded at a time and train.accumulate says how the batch is formed:
+
+- naive: the seed's loss accumulation. Each chunk's anchors see only that chunk's negatives; the
+  gradient is the size-weighted mean of the chunk losses' gradients - a different objective from
+  one large batch.
+- exact: gradient caching (Gao et al. 2021). Embed every chunk without a graph, take the full-batch
+  NT-Xent and its gradient with respect to the embeddings, then re-embed each chunk with a graph and
+  backpropagate that cached gradient. The parameter gradient equals the full-batch one; BatchNorm
+  statistics are per chunk, as on several GPUs without SyncBN.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io as _io
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import augment as aug
+from . import io, model as model_lib, optim as optim_lib
+from .data import load_split
+from .losses import nt_xent
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device: expected a CUDA device for 'cuda', found none")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+@contextlib.contextmanager
+def frozen_norm_stats(net: nn.Module):
+    """Run forwards in train mode without leaving any trace in BatchNorm running statistics."""
+    saved = [(b, b.detach().clone()) for m in net.modules()
+             if isinstance(m, nn.modules.batchnorm._NormBase) for b in m.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
+
+
+def _rng_state(device: torch.device):
+    return torch.get_rng_state(), (torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _set_rng_state(state, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def step_gradients(net: nn.Module, v1: torch.Tensor, v2: torch.Tensor, temperature: float,
+                   chunk_size: int, accumulate: str, precision: str = "fp32") -> float:
+    """Accumulate into .grad the gradient of one SimCLR step on views v1, v2 (B x C x H x W each); return the loss."""
+    b = len(v1)
+    device = v1.device
+    bounds = [(a, min(a + chunk_size, b)) for a in range(0, b, chunk_size)]
+
+    def embed(a, e):
+        with autocast(device, precision):
+            z = net(torch.cat([v1[a:e], v2[a:e]]))  # z: 2n x D, first the v1 rows, then the v2 rows
+        return z[: e - a], z[e - a:]
+
+    if accumulate == "naive" or len(bounds) == 1:
+        total = 0.0
+        for a, e in bounds:
+            loss = nt_xent(*embed(a, e), temperature) * ((e - a) / b)
+            loss.backward()
+            total += loss.item()
+        return total
+
+    # exact: 1) embed every chunk without a graph, remembering the RNG state each forward saw
+    states, leaves = [], []
+    with torch.no_grad():
+        for a, e in bounds:
+            states.append(_rng_state(device))
+            z1, z2 = embed(a, e)
+            leaves.append((z1.float().requires_grad_(), z2.float().requires_grad_()))
+    # 2) the full-batch loss and its gradient with respect to every embedding
+    loss = nt_xent(torch.cat([l1 for l1, _ in leaves]), torch.cat([l2 for _, l2 in leaves]), temperature)
+    loss.backward()
+    # 3) re-embed each chunk with a graph (same RNG, BN statistics untouched) and push the cached gradient
+    with frozen_norm_stats(net):
+        for (a, e), state, (l1, l2) in zip(bounds, states, leaves):
+            _set_rng_state(state, device)
+            z1, z2 = embed(a, e)
+            torch.autograd.backward([z1, z2], [l1.grad.to(z1.dtype), l2.grad.to(z2.dtype)])
+    return loss.item()
+
+
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    """Full batches only (a dataset smaller than one batch is one step)."""
+    return max(1, n_images // batch_size)
+
+
+def write_log(path: Path, rows: list[dict]) -> None:
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    io.write_text(path, buf.getvalue())
+
+
+def pretrain(params: dict, manifest_path: Path, model_path: Path, log_path: Path, log=print) -> dict:
+    train, optim_cfg = params["train"], params["optim"]
+    manifest = json.loads(Path(manifest_path).read_text())
+    device = pick_device(train["device"])
+    if train["threads"]:
+        torch.set_num_threads(train["threads"])
+    size = params["model"]["input_size"]
+    images, _, _ = load_split(manifest["root"], "train", size)  # uint8 N x 3 x S x S
+    images = images.to(device)
+    n = len(images)
+    batch = min(train["batch_size"], n)
+    chunk = min(train["chunk_size"] or batch, batch)
+
+    net = model_lib.build(params, train["seed"]).to(device)
+    if train["channels_last"]:
+        net = net.to(memory_format=torch.channels_last)
+    step_net = torch.compile(net) if train["compile"] else net
+    optimizer = optim_lib.build(net, optim_cfg, batch)
+    peak = optim_lib.peak_lr(optim_cfg, batch)
+    per_epoch = steps_per_epoch(n, batch)
+    total = per_epoch * train["epochs"]
+    warmup = round(optim_cfg["warmup_epochs"] * per_epoch)
+    gen = torch.Generator(device=device).manual_seed(train["seed"])
+    aug_cfg = aug.AugmentConfig.from_params(params["augment"])
+    log(f"pretrain: {n} images, batch {batch} (chunk {chunk}, {train['accumulate']}), "
+        f"{per_epoch} steps/epoch x {train['epochs']} epochs, peak lr {peak:.4g}, device {device}")
+
+    rows = []
+    step = 0
+    net.train()
+    for epoch in range(train["epochs"]):
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=gen, device=device)
+        losses = []
+        for i in range(per_epoch):
+            lr = optim_lib.lr_at(step, total, warmup, peak)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x = images[order[i * batch:(i + 1) * batch]]
+            v1, v2 = aug.two_views(x, size, aug_cfg, gen)  # B x 3 x S x S each, float in [0, 1]
+            if train["channels_last"]:
+                v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+            optimizer.zero_grad(set_to_none=True)
+            loss = step_gradients(step_net, v1, v2, train["temperature"], chunk, train["accumulate"], train["precision"])
+            if not torch.isfinite(torch.tensor(loss)):
+                raise FloatingPointError(f"non-finite loss {loss} at epoch {epoch + 1}, step {step + 1}")
+            optimizer.step()
+            losses.append(loss)
+            step += 1
+        seconds = time.perf_counter() - start
+        rows.append({"epoch": epoch + 1, "step": step, "loss": sum(losses) / len(losses), "lr": lr,
+                     "epoch_time_s": round(seconds, 3), "views_per_s": round(2 * batch * per_epoch / seconds, 1)})
+        log(f"epoch {epoch + 1}/{train['epochs']}: loss {rows[-1]['loss']:.4f}, lr {lr:.4g}, {seconds:.1f}s")
+        write_log(log_path, rows)
+    io.save_torch(model_path, {
+        "model": {k: v.cpu() for k, v in net.state_dict().items()},
+        "params": params,
+        "manifest_hash": manifest["content_hash"],
+    })
+    return rows[-1]

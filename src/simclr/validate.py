@@ -1,0 +1,276 @@
+"""Stage `validate`: check a dataset against the layout and write its manifest.
+
+Every problem is collected (not only the first) as `error: <path>: <problem>`; with any error no
+manifest is written and an earlier one is left as it was. Warnings (`warning: <path>: <problem>`)
+do not fail the stage and are recorded in the manifest.
+
+The manifest is deterministic JSON: the same dataset gives the same bytes. Its content_hash covers
+class.txt and every image's bytes and relative path, not file times, so downstream stages (which
+depend on the manifest) rerun exactly when the data changes.
+"""
+from __future__ import annotations
+
+import hashlib
+import io as _io
+import os
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import io
+from .data import SPLITS, is_litter, parse_class_txt, resolve_root
+
+EXAMPLES = 5  # paths quoted per warning
+POOL_MIN_FILES = 2000  # below this, decoding in one process is faster than starting a pool
+
+
+@dataclass
+class Report:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    manifest: dict | None = None
+
+    def error(self, path, problem: str) -> None:
+        self.errors.append(f"{path}: {problem}")
+
+    def warn(self, path, problem: str) -> None:
+        self.warnings.append(f"{path}: {problem}")
+
+
+def inspect_image(path: str) -> tuple[str, str | None, dict | None]:
+    """Decode one file fully with Pillow: (path, problem or None, facts or None)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return path, f"cannot read: {exc.strerror}", None
+    if not data:
+        return path, "zero-byte file", None
+    try:
+        with Image.open(_io.BytesIO(data)) as img:
+            img.load()  # decodes every pixel: truncation and corruption surface here
+            facts = {
+                "size": f"{img.size[0]}x{img.size[1]}",
+                "mode": img.mode,
+                "file_sha": hashlib.sha256(data).hexdigest(),
+                "pixel_sha": hashlib.sha256(
+                    img.mode.encode() + repr(img.size).encode() + img.tobytes()
+                ).hexdigest(),
+            }
+    except UnidentifiedImageError:
+        return path, "not an image (Pillow cannot identify the content)", None
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for broken files
+        return path, f"corrupt or truncated image ({type(exc).__name__}: {exc})", None
+    return path, None, facts
+
+
+def _inspect_many(paths: list[str]) -> list[tuple[str, str | None, dict | None]]:
+    return [inspect_image(p) for p in paths]
+
+
+def _decode_all(paths: list[str], workers: int) -> dict[str, tuple[str | None, dict | None]]:
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(paths) < POOL_MIN_FILES:
+        results = _inspect_many(paths)
+    else:
+        size = max(64, len(paths) // (workers * 8))
+        chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = [r for part in pool.map(_inspect_many, chunks) for r in part]
+    return {p: (problem, facts) for p, problem, facts in results}
+
+
+def _check_link(report: Report, path: Path, real_root: Path) -> bool:
+    """True if path is usable: not a dangling symlink nor one leading outside the root."""
+    if not path.is_symlink():
+        return True
+    target = os.readlink(path)
+    if not path.exists():
+        report.error(path, f"symlink points nowhere (-> {target})")
+        return False
+    resolved = path.resolve()
+    if resolved != real_root and real_root not in resolved.parents:
+        report.error(path, f"symlink points outside the dataset root (-> {resolved})")
+        return False
+    return True
+
+
+def _examples(paths) -> str:
+    paths = sorted(paths)
+    more = f", ... ({len(paths) - EXAMPLES} more)" if len(paths) > EXAMPLES else ""
+    return ", ".join(str(p) for p in paths[:EXAMPLES]) + more
+
+
+def _scan_class(report: Report, folder: Path, real_root: Path, litter: list) -> list[Path]:
+    """Candidate image files of one class folder; nested files and bad links are reported."""
+    files = []
+    for entry in sorted(folder.iterdir()):
+        if is_litter(entry.name):
+            litter.append(entry)
+            continue
+        if not _check_link(report, entry, real_root):
+            continue
+        if entry.is_dir():
+            nested = [p for p in sorted(entry.rglob("*")) if not p.is_dir() and not is_litter(p.name)]
+            for p in nested:
+                report.error(p, f"file nested deeper than the layout allows (expected {folder}/<image>)")
+            if not nested:
+                report.warn(entry, "empty sub-folder inside a class folder (ignored)")
+            continue
+        if entry.is_file():
+            files.append(entry)
+        else:
+            report.error(entry, "not a regular file")
+    return files
+
+
+def check(root: str | Path, imbalance_ratio: float = 10.0, workers: int = 0) -> Report:
+    """Validate the dataset at root; Report.manifest is set only when there is no error."""
+    report = Report()
+    given = Path(root)
+    root = resolve_root(given)
+    if not root.exists():
+        report.error(root, "dataset root not found")
+        return report
+    if not root.is_dir():
+        report.error(root, "dataset root is not a directory")
+        return report
+    try:
+        os.listdir(root)
+    except OSError as exc:
+        report.error(root, f"dataset root is not readable ({exc.strerror})")
+        return report
+    real_root = root.resolve()
+
+    class_txt = root / "class.txt"
+    classes: list[str] = []
+    if not class_txt.is_file():
+        report.error(class_txt, "class.txt not found (expected '<class_name> <index>' per line)")
+    else:
+        lines, problems = parse_class_txt(class_txt)
+        for p in problems:
+            report.error(class_txt, p)
+        classes = [cl.name for cl in sorted(lines, key=lambda cl: (cl.index, cl.lineno))]
+        lineno = {cl.name: cl.lineno for cl in lines}
+
+    litter: list[Path] = []
+    candidates: dict[str, dict[str, list[Path]]] = {}
+    for split in SPLITS:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            what = "not a directory" if split_dir.exists() else "missing"
+            report.error(split_dir, f"split folder {what} (expected {split}/<class_name>/<images>)")
+            continue
+        if not _check_link(report, split_dir, real_root):
+            continue
+        candidates[split] = {}
+        folders = {}
+        for entry in sorted(split_dir.iterdir()):
+            if is_litter(entry.name):
+                litter.append(entry)
+            elif not _check_link(report, entry, real_root):
+                pass
+            elif entry.is_dir():
+                folders[entry.name] = entry
+            else:
+                report.error(entry, f"file outside any class folder (expected {split}/<class_name>/{entry.name})")
+        for name in sorted(set(folders) - set(classes)):
+            if classes or class_txt.is_file():
+                report.error(folders[name], "folder is not a class listed in class.txt")
+        for name in classes:
+            if name not in folders:
+                report.error(split_dir / name, f"class {name!r} (class.txt line {lineno[name]}) has no folder")
+                continue
+            files = _scan_class(report, folders[name], real_root, litter)
+            if not files:
+                report.error(folders[name], "class folder has no images")
+            candidates[split][name] = files
+
+    if litter:
+        report.warn(root, f"{len(litter)} hidden or OS litter file(s) ignored: {_examples(litter)}")
+
+    paths = [str(p) for split in candidates.values() for files in split.values() for p in files]
+    decoded = _decode_all(paths, workers)
+    for p in paths:
+        problem, _ = decoded[p]
+        if problem:
+            report.error(p, problem)
+    if report.errors:
+        return report
+
+    report.manifest = _manifest(report, given, root, class_txt, classes, candidates, decoded, imbalance_ratio)
+    return report
+
+
+def _manifest(report, given, root, class_txt, classes, candidates, decoded, imbalance_ratio) -> dict:
+    digest = hashlib.sha256(b"simclr-layout-v1\n")
+    digest.update(class_txt.read_bytes())
+    splits = {}
+    pixel_seen: dict[str, dict[str, list[Path]]] = {}
+    all_sizes: Counter = Counter()
+    for split in SPLITS:
+        sizes: Counter = Counter()
+        modes: Counter = Counter()
+        per_class = {}
+        by_pixels: dict[str, list[Path]] = defaultdict(list)
+        for name in classes:
+            files = candidates[split][name]
+            per_class[name] = len(files)
+            for p in files:
+                facts = decoded[str(p)][1]
+                sizes[facts["size"]] += 1
+                modes[facts["mode"]] += 1
+                by_pixels[facts["pixel_sha"]].append(p)
+                digest.update(f"{split}/{name}/{p.name}\0{facts['file_sha']}\n".encode())
+        all_sizes.update(sizes)
+        splits[split] = {
+            "images": sum(per_class.values()),
+            "per_class": per_class,
+            "sizes": dict(sorted(sizes.items())),
+            "modes": dict(sorted(modes.items())),
+        }
+        pixel_seen[split] = by_pixels
+        dups = [group for group in by_pixels.values() if len(group) > 1]
+        if dups:
+            extra = sum(len(g) - 1 for g in dups)
+            report.warn(root / split, f"{extra} exact duplicate image(s) within the split: "
+                        + "; ".join(_examples(g) for g in dups[:EXAMPLES]))
+        counts = [n for n in per_class.values()]
+        if min(counts) and max(counts) / min(counts) > imbalance_ratio:
+            big = max(per_class, key=per_class.get)
+            small = min(per_class, key=per_class.get)
+            report.warn(root / split, f"unbalanced classes: {big!r} has {per_class[big]} images, "
+                        f"{small!r} {per_class[small]} (ratio above {imbalance_ratio:g})")
+        odd_modes = {m: n for m, n in modes.items() if m != "RGB"}
+        if odd_modes:
+            examples = [p for name in classes for p in candidates[split][name]
+                        if decoded[str(p)][1]["mode"] != "RGB"]
+            report.warn(root / split, f"non-RGB images (converted to RGB when loaded): "
+                        f"{', '.join(f'{n} {m}' for m, n in sorted(odd_modes.items()))}: {_examples(examples)}")
+    common, _ = all_sizes.most_common(1)[0]
+    for split in SPLITS:
+        odd = [p for name in classes for p in candidates[split][name] if decoded[str(p)][1]["size"] != common]
+        if odd:
+            report.warn(root / split, f"{len(odd)} image(s) not {common} like the majority "
+                        f"(resized when loaded): {_examples(odd)}")
+    leaked = sorted(set(pixel_seen["train"]) & set(pixel_seen["test"]))
+    if leaked:
+        pairs = [f"{pixel_seen['train'][h][0]} = {pixel_seen['test'][h][0]}" for h in leaked]
+        report.warn(root, f"{len(leaked)} image(s) appear in both train and test (leakage): {_examples(pairs)}")
+    return {
+        "format": 1,
+        "root": str(root),
+        "classes": classes,
+        "content_hash": digest.hexdigest(),
+        "splits": splits,
+        "warnings": list(report.warnings),
+    }
+
+
+def validate(root: str | Path, manifest_path: str | Path, imbalance_ratio: float = 10.0, workers: int = 0) -> Report:
+    report = check(root, imbalance_ratio, workers)
+    if report.manifest is not None:
+        io.write_json(manifest_path, report.manifest)
+    return report

@@ -1,0 +1,9 @@
+rule prepare:
+    output:
+        directory(DATASET),
+    params:
+        cfg=stage_config("prepare"),
+    log:
+        "logs/prepare.log",
+    shell:
+        "simclr prepare --out {output} --config {params.cfg:q} 2>&1 | tee {log}"

@@ -1,0 +1,12 @@
+rule validate:
+    input:
+        DATASET,
+    output:
+        MANIFEST,
+    params:
+        cfg=stage_config("validate"),
+    log:
+        "logs/validate.log",
+    threads: workflow.cores
+    shell:
+        "simclr validate {input} --manifest {output} --config {params.cfg:q} 2>&1 | tee {log}"
