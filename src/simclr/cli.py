@@ -57,9 +57,14 @@ def cmd_validate(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from .pretrain import pretrain
+    from .pretrain import Interrupted, pretrain
 
-    pretrain(_params(args, "pretrain"), Path(args.manifest), Path(args.model), Path(args.log), log=_log)
+    try:
+        pretrain(_params(args, "pretrain"), Path(args.manifest), Path(args.model), Path(args.log),
+                 checkpoint_dir=Path(args.checkpoint_dir), log=_log)
+    except Interrupted as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     return 0
 
 
@@ -97,6 +102,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--manifest", required=True)
     s.add_argument("--model", required=True, help="output checkpoint (models/simclr.pt)")
     s.add_argument("--log", required=True, help="output per-epoch CSV log")
+    s.add_argument("--checkpoint-dir", default="checkpoints/pretrain",
+                   help="resumable checkpoints, outside the declared outputs so that no orchestrator deletes them")
     s = stage("extract", cmd_extract, "frozen features of the pretrained and the random-init encoder")
     s.add_argument("--manifest", required=True)
     s.add_argument("--model", required=True)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,14 +120,35 @@ def decode(path: Path, size: int) -> np.ndarray:
         return np.asarray(img, dtype=np.uint8)
 
 
-def load_split(root: str | Path, split: str, size: int):
-    """Decode a whole split into (uint8 tensor N x 3 x size x size, int64 labels N, class names)."""
+def cache_dir() -> Path:
+    """Where decoded splits are kept: $SIMCLR_CACHE, else .cache/simclr under the working directory."""
+    return Path(os.environ.get("SIMCLR_CACHE", ".cache/simclr"))
+
+
+def load_split(manifest: dict, split: str, size: int):
+    """A whole split as (uint8 tensor N x 3 x size x size, int64 labels N, class names).
+
+    Decoded once and cached by the manifest's content hash, split and size, so epochs and stages
+    reuse it; a changed dataset has a new hash and so a new cache entry. Delete the folder freely.
+    """
     import torch
 
-    root = resolve_root(root)
+    from . import io
+
+    path = cache_dir() / f"{manifest['content_hash'][:32]}-{split}-{size}.pt"
+    if path.is_file():
+        try:
+            cached = torch.load(path, weights_only=True)
+            return cached["images"], cached["labels"], list(manifest["classes"])
+        except Exception:  # a damaged cache entry is rebuilt, never trusted
+            pass
+    root = resolve_root(manifest["root"])
     classes = read_classes(root)
     files, labels = list_split(root, split, classes)
     if not files:
         raise LayoutError(f"{root / split}: no images")
     images = np.stack([decode(p, size) for p in files])  # N x H x W x 3
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels), classes
+    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    labels = torch.from_numpy(labels)
+    io.save_torch(path, {"images": images, "labels": labels})
+    return images, labels, classes

@@ -39,7 +39,7 @@ def extract(params: dict, manifest_path: Path, model_path: Path, out_dir: Path, 
     trained.load_state_dict(checkpoint["model"])
     size = params["model"]["input_size"]
     cfg = params["extract"]
-    splits = {split: load_split(manifest["root"], split, size) for split in SPLITS}
+    splits = {split: load_split(manifest, split, size) for split in SPLITS}
     for name, net in (("simclr", trained), ("random", random_init)):
         encoder = net.encoder.to(device)
         arrays = {}

@@ -10,15 +10,27 @@ images are embedded at a time and train.accumulate says how the batch is formed:
   NT-Xent and its gradient with respect to the embeddings, then re-embed each chunk with a graph and
   backpropagate that cached gradient. The parameter gradient equals the full-batch one; BatchNorm
   statistics are per chunk, as on several GPUs without SyncBN.
+
+Interruptions: every train.checkpoint_every epochs, and at the next step boundary after SIGTERM or
+SIGINT, the whole training state (model, optimiser, step, data order, every RNG) is written
+atomically to the checkpoint folder, which no orchestrator deletes. Started again with the same
+params and data, pretrain resumes there and ends with the model an uninterrupted run gives.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
+import hashlib
 import io as _io
 import json
+import os
+import random
+import signal
 import time
 from pathlib import Path
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -90,7 +102,8 @@ def step_gradients(net: nn.Module, v1: torch.Tensor, v2: torch.Tensor, temperatu
         for a, e in bounds:
             states.append(_rng_state(device))
             z1, z2 = embed(a, e)
-            leaves.append((z1.float().requires_grad_(), z2.float().requires_grad_()))
+            wide = torch.promote_types(z1.dtype, torch.float32)  # bf16 embeddings are cached in fp32
+            leaves.append((z1.to(wide).requires_grad_(), z2.to(wide).requires_grad_()))
     # 2) the full-batch loss and its gradient with respect to every embedding
     loss = nt_xent(torch.cat([l1 for l1, _ in leaves]), torch.cat([l2 for _, l2 in leaves]), temperature)
     loss.backward()
@@ -116,14 +129,107 @@ def write_log(path: Path, rows: list[dict]) -> None:
     io.write_text(path, buf.getvalue())
 
 
-def pretrain(params: dict, manifest_path: Path, model_path: Path, log_path: Path, log=print) -> dict:
+# Keys that do not change what is trained: a checkpoint stays valid when only these differ.
+NOT_FINGERPRINTED = ("checkpoint_every", "resume", "threads")
+
+
+def fingerprint(params: dict, manifest: dict) -> str:
+    """Identity of a training run: its params (except NOT_FINGERPRINTED) and the dataset's content hash."""
+    p = copy.deepcopy({k: params[k] for k in ("model", "augment", "train", "optim")})
+    for key in NOT_FINGERPRINTED:
+        p["train"].pop(key, None)
+    blob = json.dumps({"params": p, "data": manifest["content_hash"]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class Interrupted(Exception):
+    """Training stopped by a signal after writing a checkpoint."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
+
+
+class Checkpoints:
+    """last.pt and previous.pt in one folder; every write is temp file + fsync + rename."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.last = self.folder / "last.pt"
+        self.previous = self.folder / "previous.pt"
+
+    def save(self, state: dict) -> None:
+        with io.atomic_path(self.last) as tmp:
+            torch.save(state, tmp)
+            if self.last.exists():
+                os.replace(self.last, self.previous)  # a kill here leaves previous.pt, still good
+
+    def load(self, want: str, log) -> dict | None:
+        """The newest readable checkpoint of this run, or None (a fresh start, with the reason logged)."""
+        for path in (self.last, self.previous):
+            if not path.exists():
+                continue
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=False)
+                if not isinstance(state, dict) or "fingerprint" not in state:
+                    raise ValueError("not a pretrain checkpoint")
+            except Exception as exc:  # torn or foreign file: say so and fall back
+                log(f"warning: {path}: unreadable checkpoint ({type(exc).__name__}: {exc}); ignoring it")
+                continue
+            if state["fingerprint"] != want:
+                log(f"pretrain: {path} belongs to other params or data (fingerprint "
+                    f"{state['fingerprint'][:12]}, this run {want[:12]}); starting fresh")
+                return None
+            return state
+        return None
+
+
+def _rng_states(gen: torch.Generator) -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "data": gen.get_state()}
+
+
+def _restore_rng(states: dict, gen: torch.Generator) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    gen.set_state(states["data"])
+
+
+def set_determinism(on: bool, device: torch.device) -> None:
+    """Deterministic kernels (bitwise-repeatable runs) or, when off, the fastest cuDNN choices."""
+    if on and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on, warn_only=device.type == "cuda")
+    torch.backends.cudnn.benchmark = not on
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Turn SIGTERM/SIGINT into a flag that the loop checks at each step boundary."""
+    caught: list[int] = []
+    handler = lambda signum, frame: caught.append(signum)  # noqa: E731
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield caught
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def pretrain(params: dict, manifest_path: Path, model_path: Path, log_path: Path,
+             checkpoint_dir: Path = Path("checkpoints/pretrain"), log=print) -> dict:
     train, optim_cfg = params["train"], params["optim"]
     manifest = json.loads(Path(manifest_path).read_text())
     device = pick_device(train["device"])
+    set_determinism(train["deterministic"], device)
     if train["threads"]:
         torch.set_num_threads(train["threads"])
     size = params["model"]["input_size"]
-    images, _, _ = load_split(manifest["root"], "train", size)  # uint8 N x 3 x S x S
+    images, _, _ = load_split(manifest, "train", size)  # uint8 N x 3 x S x S
     images = images.to(device)
     n = len(images)
     batch = min(train["batch_size"], n)
@@ -143,33 +249,64 @@ def pretrain(params: dict, manifest_path: Path, model_path: Path, log_path: Path
     log(f"pretrain: {n} images, batch {batch} (chunk {chunk}, {train['accumulate']}), "
         f"{per_epoch} steps/epoch x {train['epochs']} epochs, peak lr {peak:.4g}, device {device}")
 
-    rows = []
-    step = 0
+    fp = fingerprint(params, manifest)
+    ckpts = Checkpoints(checkpoint_dir)
+    # where the run stands: epoch in progress, next step within it, its data order and losses so far
+    epoch, first, step, order, losses, rows = 0, 0, 0, None, [], []
+    state = ckpts.load(fp, log) if train["resume"] == "auto" else None
+    if state is not None:
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        epoch, first, step, rows, losses = state["epoch"], state["batch"], state["step"], state["rows"], state["losses"]
+        order = state["order"].to(device) if state["order"] is not None else None
+        _restore_rng(state["rng"], gen)
+        log(f"pretrain: resuming from epoch {epoch + 1}, step {step} ({ckpts.last.parent})")
+
+    def save(next_batch: int) -> None:
+        ckpts.save({"fingerprint": fp, "epoch": epoch, "batch": next_batch, "step": step, "rows": rows,
+                    "losses": losses, "order": None if order is None else order.cpu(),
+                    "model": net.state_dict(), "optimizer": optimizer.state_dict(), "rng": _rng_states(gen)})
+
     net.train()
-    for epoch in range(train["epochs"]):
-        start = time.perf_counter()
-        order = torch.randperm(n, generator=gen, device=device)
-        losses = []
-        for i in range(per_epoch):
-            lr = optim_lib.lr_at(step, total, warmup, peak)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x = images[order[i * batch:(i + 1) * batch]]
-            v1, v2 = aug.two_views(x, size, aug_cfg, gen)  # B x 3 x S x S each, float in [0, 1]
-            if train["channels_last"]:
-                v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
-            optimizer.zero_grad(set_to_none=True)
-            loss = step_gradients(step_net, v1, v2, train["temperature"], chunk, train["accumulate"], train["precision"])
-            if not torch.isfinite(torch.tensor(loss)):
-                raise FloatingPointError(f"non-finite loss {loss} at epoch {epoch + 1}, step {step + 1}")
-            optimizer.step()
-            losses.append(loss)
-            step += 1
-        seconds = time.perf_counter() - start
-        rows.append({"epoch": epoch + 1, "step": step, "loss": sum(losses) / len(losses), "lr": lr,
-                     "epoch_time_s": round(seconds, 3), "views_per_s": round(2 * batch * per_epoch / seconds, 1)})
-        log(f"epoch {epoch + 1}/{train['epochs']}: loss {rows[-1]['loss']:.4f}, lr {lr:.4g}, {seconds:.1f}s")
-        write_log(log_path, rows)
+    with stop_on_signals() as caught:
+        while epoch < train["epochs"]:
+            start = time.perf_counter()
+            if order is None:
+                order = torch.randperm(n, generator=gen, device=device)
+            lr = optim_lib.lr_at(max(step - 1, 0), total, warmup, peak)  # for the log if no step is left
+            for i in range(first, per_epoch):
+                lr = optim_lib.lr_at(step, total, warmup, peak)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x = images[order[i * batch:(i + 1) * batch]]
+                v1, v2 = aug.two_views(x, size, aug_cfg, gen)  # B x 3 x S x S each, float in [0, 1]
+                if train["channels_last"]:
+                    v1 = v1.contiguous(memory_format=torch.channels_last)
+                    v2 = v2.contiguous(memory_format=torch.channels_last)
+                optimizer.zero_grad(set_to_none=True)
+                loss = step_gradients(step_net, v1, v2, train["temperature"], chunk, train["accumulate"],
+                                      train["precision"])
+                if not np.isfinite(loss):
+                    kept = f"last good checkpoint kept in {ckpts.folder}" if ckpts.last.exists() else "no checkpoint yet"
+                    raise FloatingPointError(f"pretrain: non-finite loss ({loss}) at epoch {epoch + 1}, "
+                                             f"step {step + 1}; {kept}; no model written")
+                optimizer.step()
+                losses.append(loss)
+                step += 1
+                if caught:
+                    save(i + 1)
+                    raise Interrupted(caught[0], f"pretrain: stopped by {signal.Signals(caught[0]).name} at epoch "
+                                      f"{epoch + 1}, step {step}; checkpoint written to {ckpts.last}; "
+                                      "run the same command again to resume")
+            seconds = time.perf_counter() - start
+            rows.append({"epoch": epoch + 1, "step": step, "loss": sum(losses) / len(losses), "lr": lr,
+                         "epoch_time_s": round(seconds, 3),
+                         "views_per_s": round(2 * batch * (per_epoch - first) / seconds, 1)})
+            log(f"epoch {epoch + 1}/{train['epochs']}: loss {rows[-1]['loss']:.4f}, lr {lr:.4g}, {seconds:.1f}s")
+            write_log(log_path, rows)
+            epoch, first, order, losses = epoch + 1, 0, None, []
+            if train["checkpoint_every"] and epoch % train["checkpoint_every"] == 0:
+                save(0)
     io.save_torch(model_path, {
         "model": {k: v.cpu() for k, v in net.state_dict().items()},
         "params": params,

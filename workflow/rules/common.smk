@@ -1,5 +1,6 @@
 # Validate the config before any job runs, and hand each stage exactly the keys it reads.
 import json
+import os
 
 from snakemake.utils import validate
 

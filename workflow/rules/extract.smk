@@ -7,7 +7,9 @@ rule extract:
         random="features/random.npz",
     params:
         cfg=stage_config("extract"),
-        out_dir="features",
+        out_dir=lambda wildcards, output: os.path.dirname(output.simclr),
+    conda:
+        "../envs/simclr.yaml"
     log:
         "logs/extract.log",
     threads: workflow.cores

@@ -3,6 +3,8 @@ rule prepare:
         directory(DATASET),
     params:
         cfg=stage_config("prepare"),
+    conda:
+        "../envs/simclr.yaml"
     log:
         "logs/prepare.log",
     shell:

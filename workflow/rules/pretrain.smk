@@ -6,6 +6,8 @@ rule pretrain:
         log="metrics/train_log.csv",
     params:
         cfg=stage_config("pretrain"),
+    conda:
+        "../envs/simclr.yaml"
     log:
         "logs/pretrain.log",
     threads: workflow.cores

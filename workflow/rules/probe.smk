@@ -8,8 +8,10 @@ rule probe:
         confusion="metrics/plots/confusion.csv",
     params:
         cfg=stage_config("probe"),
-        features_dir="features",
-        plots_dir="metrics/plots",
+        features_dir=lambda wildcards, input: os.path.dirname(input.simclr),
+        plots_dir=lambda wildcards, output: os.path.dirname(output.per_class),
+    conda:
+        "../envs/simclr.yaml"
     log:
         "logs/probe.log",
     threads: workflow.cores

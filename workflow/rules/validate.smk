@@ -5,6 +5,8 @@ rule validate:
         MANIFEST,
     params:
         cfg=stage_config("validate"),
+    conda:
+        "../envs/simclr.yaml"
     log:
         "logs/validate.log",
     threads: workflow.cores

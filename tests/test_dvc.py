@@ -1,0 +1,76 @@
+"""`dvc repro`, `dvc metrics diff` and `dvc exp run -S` in a real git repository, as a user runs them."""
+import json
+import subprocess
+
+import pytest
+
+from conftest import BIN, copy_project, tool_env
+
+
+def sh(cwd, *cmd, check=True):
+    exe = str(BIN / cmd[0]) if cmd[0] == "dvc" else cmd[0]
+    proc = subprocess.run([exe, *cmd[1:]], cwd=cwd, capture_output=True, text=True, env=tool_env(), timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def ran_stages(proc):
+    return [s for s in ("prepare", "validate", "pretrain", "extract", "probe") if f"Running stage '{s}'" in proc.stdout]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    project = copy_project(tmp_path_factory.mktemp("dvc") / "project")
+    sh(project, "git", "init", "-q", "-b", "main")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "baseline code")
+    first = sh(project, "dvc", "repro")
+    assert ran_stages(first) == ["prepare", "validate", "pretrain", "extract", "probe"]
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "baseline results")
+    return project
+
+
+def test_repro_writes_lock_and_metrics(repo):
+    lock = (repo / "dvc.lock").read_text()
+    assert "probe:" in lock and "md5" in lock
+    assert json.loads((repo / "metrics" / "probe.json").read_text())["simclr"]["linear_top1"] >= 0
+    # data and models are in DVC's cache and ignored by git; small metrics are in git
+    tracked = sh(repo, "git", "ls-files").stdout.split()
+    assert "metrics/probe.json" in tracked and "data/manifest.json" in tracked
+    assert not any(p.startswith(("models/", "features/", "data/digits/")) for p in tracked)
+
+
+def test_second_repro_runs_nothing(repo):
+    proc = sh(repo, "dvc", "repro")
+    assert ran_stages(proc) == []
+    assert "up to date" in proc.stdout
+
+
+def test_probe_param_change_reruns_only_probe_and_metrics_diff_shows_it(repo):
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("shot_c: 0.1", "shot_c: 100.0"))
+    status = sh(repo, "dvc", "status").stdout
+    assert "probe:" in status and "pretrain:" not in status
+    proc = sh(repo, "dvc", "repro")
+    assert ran_stages(proc) == ["probe"]
+    diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json").stdout)
+    changed = diff["metrics/probe.json"]
+    assert any(k.endswith("fewshot_1_top1") or k.endswith("fewshot_1_std") for k in changed), changed
+    sh(repo, "git", "checkout", "--", "params.yaml")
+    sh(repo, "dvc", "checkout")
+
+
+def test_exp_run_with_set_param_and_exp_show(repo):
+    sh(repo, "dvc", "exp", "run", "-n", "t02", "-S", "train.temperature=0.2")
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    runs = [r for e in exps for r in e.get("revs", [])]
+    found = [r for r in runs if r.get("name") == "t02"]
+    assert found, shown
+    data = found[0]["data"]
+    assert data["params"]["params.yaml"]["data"]["train"]["temperature"] == 0.2
+    assert "simclr" in data["metrics"]["metrics/probe.json"]["data"]
+    # the workspace is left as it was
+    assert "temperature: 0.5" in (repo / "params.yaml").read_text()

@@ -1,0 +1,156 @@
+"""Exact mode (gradient caching) gives the full-batch gradient; naive mode is a different objective."""
+import pytest
+import torch
+from torch import nn
+
+from simclr.losses import nt_xent
+from simclr.model import SimCLR
+from simclr.pretrain import step_gradients
+
+B, T = 7, 0.5  # a batch that does not divide evenly by chunk 3
+
+
+def views(seed=0, n=B, size=8, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, size, size, generator=g, dtype=dtype), torch.rand(n, 3, size, size, generator=g, dtype=dtype)
+
+
+def grads(net):
+    return torch.cat([p.grad.flatten() for p in net.parameters()])
+
+
+def direct_grads(net, v1, v2, scale=1.0):
+    """Gradient of scale x NT-Xent over the whole of v1, v2 in one pass."""
+    net.zero_grad()
+    z = net(torch.cat([v1, v2]))
+    (nt_xent(z[:len(v1)], z[len(v1):], T) * scale).backward()
+    return grads(net).clone()
+
+
+class Tiny(nn.Module):
+    """Conv-norm-ReLU-pool-Linear: small enough for float64 checks in milliseconds."""
+
+    def __init__(self, norm):
+        super().__init__()
+        layer = nn.BatchNorm2d(8) if norm == "batch" else nn.GroupNorm(2, 8)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), layer, nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.head = nn.Linear(32, 16)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def model(norm):
+    torch.manual_seed(0)
+    return Tiny(norm).double()
+
+
+def rel_err(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("chunk", [1, 3, B])
+def test_exact_equals_full_batch_without_batchnorm(chunk):
+    net = model("group")
+    v1, v2 = views()
+    reference = direct_grads(net, v1, v2)
+    net.zero_grad()
+    step_gradients(net, v1, v2, T, chunk, "exact")
+    assert rel_err(grads(net), reference) < 1e-10
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_exact_equals_full_batch_with_batchnorm_in_eval_mode(chunk):
+    net = model("batch").eval()
+    v1, v2 = views(1)
+    reference = direct_grads(net, v1, v2)
+    net.zero_grad()
+    step_gradients(net, v1, v2, T, chunk, "exact")
+    assert rel_err(grads(net), reference) < 1e-10
+
+
+def test_exact_loss_is_the_full_batch_loss():
+    net = model("group")
+    v1, v2 = views(2)
+    with torch.no_grad():
+        z = net(torch.cat([v1, v2]))
+        full = float(nt_xent(z[:B], z[B:], T))
+    assert step_gradients(net, v1, v2, T, 3, "exact") == pytest.approx(full, rel=1e-12)
+
+
+def test_naive_is_the_mean_of_chunk_losses_and_differs_from_exact():
+    net = model("group")
+    v1, v2 = views(3, n=6)
+    k = 3  # three chunks of 2
+    expected = torch.zeros_like(torch.cat([p.flatten() for p in net.parameters()]))
+    for c in range(k):
+        expected += direct_grads(net, v1[2 * c:2 * c + 2], v2[2 * c:2 * c + 2], scale=1 / k)
+    net.zero_grad()
+    step_gradients(net, v1, v2, T, 2, "naive")
+    naive = grads(net).clone()
+    assert rel_err(naive, expected) < 1e-10
+    net.zero_grad()
+    step_gradients(net, v1, v2, T, 2, "exact")
+    assert rel_err(naive, grads(net)) > 0.05  # a measurably different gradient
+
+
+def test_batchnorm_statistics_updated_once_per_chunk():
+    net = model("batch").train()
+    reference = model("batch").train()
+    v1, v2 = views(4)
+    step_gradients(net, v1, v2, T, 3, "exact")
+    with torch.no_grad():
+        for a in range(0, B, 3):
+            reference(torch.cat([v1[a:a + 3], v2[a:a + 3]]))
+    bn = [(n, b) for n, b in net.named_buffers()]
+    ref = dict(reference.named_buffers())
+    assert bn and all(torch.allclose(b, ref[n], rtol=0, atol=1e-12) for n, b in bn), \
+        [n for n, b in bn if not torch.allclose(b, ref[n])]
+    assert int(dict(net.named_buffers())["body.1.num_batches_tracked"]) == 3
+
+
+def test_exact_equals_full_batch_on_the_real_encoder():
+    torch.manual_seed(0)
+    net = SimCLR("resnet18", proj_dim=16, norm="group").double()
+    v1, v2 = views(7, n=5)
+    reference = direct_grads(net, v1, v2)
+    net.zero_grad()
+    step_gradients(net, v1, v2, T, 2, "exact")
+    assert rel_err(grads(net), reference) < 1e-10
+
+
+class RecordingDropout(nn.Dropout):
+    def __init__(self):
+        super().__init__(p=0.5)
+        self.outputs = []
+
+    def forward(self, x):
+        out = super().forward(x)
+        self.outputs.append(out.detach().clone())
+        return out
+
+
+def test_randomness_inside_the_model_is_replayed_in_the_second_pass():
+    net = model("group")
+    drop = RecordingDropout()
+    net.head = nn.Sequential(drop, net.head)
+    v1, v2 = views(5)
+    step_gradients(net, v1, v2, T, 3, "exact")
+    first, second = drop.outputs[:3], drop.outputs[3:]
+    assert len(second) == 3
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_exact_mode_runs_under_bf16_autocast():
+    net = model("group").float()
+    v1, v2 = views(6, dtype=torch.float32)
+    loss = step_gradients(net, v1, v2, T, 3, "exact", precision="bf16")
+    assert torch.isfinite(torch.tensor(loss)) and torch.isfinite(grads(net)).all()
+    net.zero_grad()
+    step_gradients(net, v1, v2, T, B, "naive", precision="fp32")
+    fp32 = grads(net).clone()
+    net.zero_grad()
+    step_gradients(net, v1, v2, T, 3, "exact", precision="bf16")
+    bf16 = grads(net)
+    assert torch.nn.functional.cosine_similarity(bf16, fp32, dim=0) > 0.99  # bf16 rounding, same gradient
