@@ -24,7 +24,7 @@ def snakemake_jobs():
             current = jobs.setdefault(m.group(1), {"input": [], "output": []})
         elif current is not None and (m := re.match(r"^    (input|output): (.*)$", line)):
             current[m.group(1)] = [p.strip() for p in m.group(2).split(",")]
-        elif current is not None and line.startswith("Shell command: "):
+        elif current is not None and line.startswith("Shell command: ") and line != "Shell command: None":
             words = shlex.split(line[len("Shell command: "):].split(" 2>&1 | tee ")[0])
             i = words.index("--config")
             current["config"] = json.loads(words[i + 1])

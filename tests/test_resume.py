@@ -10,7 +10,7 @@ import torch
 
 from conftest import BIN, micro_params_yaml, run_cli
 
-EPOCHS = 5
+EPOCHS = 2  # x 10 steps of 8 images: a second epoch to kill in after the first checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def start_and_signal(work, params, manifest, signum, after_checkpoints=1):
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline
         time.sleep(0.01)
-    time.sleep(random.uniform(0.0, 0.4))
+    time.sleep(random.uniform(0.0, 0.3))
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     return proc.returncode, out, err

@@ -20,7 +20,7 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "prepare": ["data"],
     "validate": ["validate"],
     "pretrain": ["model", "augment", "train", "optim"],
-    "extract": ["model.arch", "model.input_size", "model.norm", "train.seed", "train.device", "extract"],
+    "extract": ["model.arch", "model.input_size", "model.norm", "train.seed", "train.device", "train.threads", "extract"],
     "probe": ["probe"],
 }
 

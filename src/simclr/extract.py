@@ -13,7 +13,7 @@ import torch
 
 from . import io, model as model_lib
 from .data import SPLITS, load_split
-from .pretrain import autocast, pick_device
+from .pretrain import autocast, pick_device, set_threads
 
 
 @torch.no_grad()
@@ -30,6 +30,7 @@ def features(encoder: torch.nn.Module, images: torch.Tensor, batch_size: int, de
 def extract(params: dict, manifest_path: Path, model_path: Path, out_dir: Path, log=print) -> None:
     manifest = json.loads(Path(manifest_path).read_text())
     device = pick_device(params["train"]["device"])
+    set_threads(params["train"]["threads"])
     checkpoint = torch.load(model_path, map_location="cpu", weights_only=False)
     if checkpoint["manifest_hash"] != manifest["content_hash"]:
         raise ValueError(f"{model_path}: trained on dataset {checkpoint['manifest_hash'][:12]}, "

@@ -49,6 +49,11 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def set_threads(n: int) -> None:
+    """torch's CPU threads: n, or every core this process may run on when n is 0."""
+    torch.set_num_threads(n or len(os.sched_getaffinity(0)))
+
+
 def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
@@ -226,8 +231,7 @@ def pretrain(params: dict, manifest_path: Path, model_path: Path, log_path: Path
     manifest = json.loads(Path(manifest_path).read_text())
     device = pick_device(train["device"])
     set_determinism(train["deterministic"], device)
-    if train["threads"]:
-        torch.set_num_threads(train["threads"])
+    set_threads(train["threads"])
     size = params["model"]["input_size"]
     images, _, _ = load_split(manifest, "train", size)  # uint8 N x 3 x S x S
     images = images.to(device)
@@ -301,7 +305,9 @@ def pretrain(params: dict, manifest_path: Path, model_path: Path, log_path: Path
             seconds = time.perf_counter() - start
             rows.append({"epoch": epoch + 1, "step": step, "loss": sum(losses) / len(losses), "lr": lr,
                          "epoch_time_s": round(seconds, 3),
-                         "views_per_s": round(2 * batch * (per_epoch - first) / seconds, 1)})
+                         "views_per_s": round(2 * batch * (per_epoch - first) / seconds, 1),
+                         "gpu_peak_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+                         if device.type == "cuda" else 0.0})
             log(f"epoch {epoch + 1}/{train['epochs']}: loss {rows[-1]['loss']:.4f}, lr {lr:.4g}, {seconds:.1f}s")
             write_log(log_path, rows)
             epoch, first, order, losses = epoch + 1, 0, None, []
