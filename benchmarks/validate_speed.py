@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="generate into (or reuse) this folder")
     args = ap.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="validate-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
     try:
         if not (root / "class.txt").exists():
             start = time.perf_counter()

@@ -103,7 +103,7 @@ def test_changed_training_param_starts_fresh(dataset, tmp_path):
     changed.write_text(params.read_text().replace("temperature: 0.5", "temperature: 0.3"))
     proc = pretrain(tmp_path, changed, base / "manifest.json")
     assert proc.returncode == 0
-    assert "belongs to other params or data" in proc.stdout and "starting fresh" in proc.stdout
+    assert "belongs to other params, data or code" in proc.stdout and "starting fresh" in proc.stdout
     assert "resuming" not in proc.stdout
 
 
@@ -115,6 +115,18 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(dataset, reference, t
     proc = pretrain(tmp_path, params, base / "manifest.json")
     assert proc.returncode == 0, proc.stderr
     assert f"warning: {last}: unreadable checkpoint" in proc.stdout
+    assert_same_weights(weights(tmp_path / "model.pt"), weights(reference / "model.pt"))
+
+
+def test_finished_run_rerun_rewrites_its_outputs_without_training(dataset, reference, tmp_path):
+    """DVC deletes a stage's outputs before rerunning it; a rerun of a finished run restores them."""
+    base, params = dataset
+    proc = pretrain(tmp_path, params, base / "manifest.json")
+    (tmp_path / "model.pt").unlink()
+    (tmp_path / "log.csv").unlink()
+    again = pretrain(tmp_path, params, base / "manifest.json")
+    assert again.returncode == 0 and f"resuming from epoch {EPOCHS + 1}" in again.stdout
+    assert (tmp_path / "log.csv").read_text().count("\n") == EPOCHS + 1
     assert_same_weights(weights(tmp_path / "model.pt"), weights(reference / "model.pt"))
 
 
@@ -162,3 +174,24 @@ def test_same_seed_twice_gives_identical_weights_and_probe_metrics(dataset, refe
         metrics.append((work / "probe.json").read_bytes())
     assert metrics[0] == metrics[1]
     assert json.loads(metrics[0])["simclr"]["linear_top1"] >= 0
+
+
+def test_fingerprint_covers_params_data_and_training_code(tmp_path):
+    import shutil
+
+    from simclr import config, pretrain as pt
+
+    params = config.validate_params({})
+    manifest = {"content_hash": "a" * 64}
+    base = pt.fingerprint(params, manifest)
+    code = tmp_path / "code"
+    shutil.copytree(pt.Path(pt.__file__).parent, code)
+    assert pt.fingerprint(params, manifest, code) == base
+    (code / "augment.py").write_text((code / "augment.py").read_text() + "\n# changed\n")
+    assert pt.fingerprint(params, manifest, code) != base
+    assert pt.fingerprint(params, {"content_hash": "b" * 64}) != base
+    changed = config.validate_params({"train": {"temperature": 0.3}})
+    assert pt.fingerprint(changed, manifest) != base
+    # keys that do not change the trained model keep the checkpoint valid
+    same = config.validate_params({"train": {"checkpoint_every": 5, "threads": 1}})
+    assert pt.fingerprint(same, manifest) == base

@@ -124,43 +124,33 @@ def adjust_saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return (f * x + (1 - f) * grayscale(x)).clamp_(0, 1)
 
 
-def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+def _rgb_to_hsv(x: torch.Tensor):
+    """(h, s, v), each N x H x W, as torchvision computes them: the hue sector is that of the
+    largest channel (first of r, g, b on ties), picked with one gather."""
+    v, idx = x.max(dim=1)
+    cr = v - x.amin(dim=1)
+    flat = cr == 0
+    ones = torch.ones_like(v)
+    s = cr / torch.where(flat, ones, v)
     r, g, b = x.unbind(1)
-    maxc, _ = x.max(dim=1)
-    minc, _ = x.min(dim=1)
-    eqc = maxc == minc
-    cr = maxc - minc
-    ones = torch.ones_like(maxc)
-    s = cr / torch.where(eqc, ones, maxc)
-    cr_div = torch.where(eqc, ones, cr)
-    rc, gc, bc = (maxc - r) / cr_div, (maxc - g) / cr_div, (maxc - b) / cr_div
-    hr = (maxc == r) * (bc - gc)
-    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
-    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
-    h = torch.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
-    return torch.stack((h, s, maxc), dim=1)
+    num = torch.stack((g - b, b - r, r - g), dim=1).gather(1, idx.unsqueeze(1)).squeeze(1)
+    h = torch.remainder((2.0 * idx + num / torch.where(flat, ones, cr)) / 6.0, 1.0)
+    return h, s, v
 
 
-def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    h, s, v = x.unbind(1)
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.to(torch.int32) % 6
-    p = (v * (1.0 - s)).clamp(0.0, 1.0)
-    q = (v * (1.0 - s * f)).clamp(0.0, 1.0)
-    t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0)
-    mask = i.unsqueeze(1) == torch.arange(6, device=i.device).view(-1, 1, 1)  # N x 6 x H x W
-    a1 = torch.stack((v, q, p, p, t, v), dim=1)
-    a2 = torch.stack((t, v, v, q, p, p), dim=1)
-    a3 = torch.stack((p, p, t, v, v, q), dim=1)
-    a4 = torch.stack((a1, a2, a3), dim=1)  # N x 3 x 6 x H x W
-    return torch.einsum("...ijk, ...xijk -> ...xjk", mask.to(x.dtype), a4)
+def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Closed form of the piecewise-linear HSV->RGB map: channel n in (R, G, B) = (5, 3, 1) is
+    v - v s clamp(min(k, 4 - k), 0, 1) with k = (n + 6h) mod 6 (same values as torchvision's
+    six-case version, without building all six cases). h, s, v: N x H x W; returns N x 3 x H x W."""
+    h, s, v = h.unsqueeze(1), s.unsqueeze(1), v.unsqueeze(1)
+    n = torch.tensor([5.0, 3.0, 1.0], device=v.device, dtype=v.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(n + 6.0 * h, 6.0)  # N x 3 x H x W
+    return v - v * s * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
 
 
 def adjust_hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    hsv = _rgb_to_hsv(x)
-    h = torch.remainder(hsv[:, 0] + f.view(-1, 1, 1), 1.0)
-    return _hsv_to_rgb(torch.stack((h, hsv[:, 1], hsv[:, 2]), dim=1))
+    h, s, v = _rgb_to_hsv(x)
+    return _hsv_to_rgb(torch.remainder(h + f.view(-1, 1, 1), 1.0), s, v)
 
 
 JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)

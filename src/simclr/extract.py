@@ -17,11 +17,13 @@ from .pretrain import autocast, pick_device, set_threads
 
 
 @torch.no_grad()
-def features(encoder: torch.nn.Module, images: torch.Tensor, batch_size: int, device, precision: str) -> np.ndarray:
-    encoder.eval()
+def features(encoder: torch.nn.Module, images: torch.Tensor, batch_size: int, device, precision: str,
+             channels_last: bool = False) -> np.ndarray:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    encoder = encoder.eval().to(memory_format=fmt)
     out = []
     for a in range(0, len(images), batch_size):
-        x = images[a:a + batch_size].to(device).float().div_(255)
+        x = images[a:a + batch_size].to(device).float().div_(255).contiguous(memory_format=fmt)
         with autocast(device, precision):
             out.append(encoder(x).float().cpu())  # h: n x feature_dim
     return torch.cat(out).numpy()
@@ -45,7 +47,8 @@ def extract(params: dict, manifest_path: Path, model_path: Path, out_dir: Path, 
         encoder = net.encoder.to(device)
         arrays = {}
         for split, (images, labels, classes) in splits.items():
-            arrays[f"{split}_x"] = features(encoder, images, cfg["batch_size"], device, cfg["precision"])
+            arrays[f"{split}_x"] = features(encoder, images, cfg["batch_size"], device, cfg["precision"],
+                                                 cfg["channels_last"])
             arrays[f"{split}_y"] = labels.numpy()
         arrays["classes"] = np.asarray(classes)
         io.save_npz(Path(out_dir) / f"{name}.npz", **arrays)

@@ -136,14 +136,19 @@ def write_log(path: Path, rows: list[dict]) -> None:
 
 # Keys that do not change what is trained: a checkpoint stays valid when only these differ.
 NOT_FINGERPRINTED = ("checkpoint_every", "resume", "threads")
+# The code that decides what is trained: a checkpoint from other code is not resumed.
+TRAINING_CODE = ("pretrain.py", "augment.py", "model.py", "losses.py", "optim.py", "data.py")
 
 
-def fingerprint(params: dict, manifest: dict) -> str:
-    """Identity of a training run: its params (except NOT_FINGERPRINTED) and the dataset's content hash."""
+def fingerprint(params: dict, manifest: dict, code_dir: Path | None = None) -> str:
+    """Identity of a training run: its params (except NOT_FINGERPRINTED), the dataset's content hash
+    and the training code, so that a resumed run is the run that was interrupted."""
     p = copy.deepcopy({k: params[k] for k in ("model", "augment", "train", "optim")})
     for key in NOT_FINGERPRINTED:
         p["train"].pop(key, None)
-    blob = json.dumps({"params": p, "data": manifest["content_hash"]}, sort_keys=True)
+    here = Path(code_dir or Path(__file__).parent)
+    code = {name: hashlib.sha256((here / name).read_bytes()).hexdigest() for name in TRAINING_CODE}
+    blob = json.dumps({"params": p, "data": manifest["content_hash"], "code": code}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -182,7 +187,7 @@ class Checkpoints:
                 log(f"warning: {path}: unreadable checkpoint ({type(exc).__name__}: {exc}); ignoring it")
                 continue
             if state["fingerprint"] != want:
-                log(f"pretrain: {path} belongs to other params or data (fingerprint "
+                log(f"pretrain: {path} belongs to other params, data or code (fingerprint "
                     f"{state['fingerprint'][:12]}, this run {want[:12]}); starting fresh")
                 return None
             return state
@@ -313,6 +318,7 @@ def pretrain(params: dict, manifest_path: Path, model_path: Path, log_path: Path
             epoch, first, order, losses = epoch + 1, 0, None, []
             if train["checkpoint_every"] and epoch % train["checkpoint_every"] == 0:
                 save(0)
+    write_log(log_path, rows)  # also when a finished run was resumed and no epoch was left
     io.save_torch(model_path, {
         "model": {k: v.cpu() for k, v in net.state_dict().items()},
         "params": params,
