@@ -16,22 +16,16 @@ def images(n=6, size=16, seed=0):
     return torch.rand(n, 3, size, size, generator=g)
 
 
-def test_resized_crop_matches_torchvision_when_upscaling():
-    x = images(size=16)
-    boxes = torch.tensor([[0, 0, 16, 16], [2, 3, 8, 5], [5, 1, 11, 9], [0, 8, 16, 8], [7, 7, 9, 9], [1, 0, 4, 16]])
-    out = A.resized_crop(x, boxes, 16)
-    for i, (top, left, h, w) in enumerate(boxes.tolist()):
-        ref = TF.resized_crop(x[i], top, left, h, w, [16, 16], antialias=True)
-        assert torch.allclose(out[i], ref, atol=1e-5), i
-
-
-def test_resized_crop_matches_torchvision_when_downscaling():
-    x = images(size=32)
-    boxes = torch.tensor([[0, 0, 32, 32], [2, 3, 28, 25], [5, 1, 20, 30], [0, 0, 24, 32], [4, 4, 20, 20], [1, 0, 31, 16]])
-    out = A.resized_crop(x, boxes, 12)
-    for i, (top, left, h, w) in enumerate(boxes.tolist()):
-        ref = TF.resized_crop(x[i], top, left, h, w, [12, 12], antialias=True)
-        assert torch.allclose(out[i], ref, atol=1e-5), i
+@pytest.mark.parametrize("source, out, boxes", [
+    (16, 16, [[0, 0, 16, 16], [2, 3, 8, 5], [5, 1, 11, 9], [0, 8, 16, 8], [7, 7, 9, 9], [1, 0, 4, 16]]),  # upscaling
+    (32, 12, [[0, 0, 32, 32], [2, 3, 28, 25], [5, 1, 20, 30], [0, 0, 24, 32], [4, 4, 20, 20], [1, 0, 31, 16]]),  # down
+])
+def test_resized_crop_matches_torchvision(source, out, boxes):
+    x = images(size=source)
+    got = A.resized_crop(x, torch.tensor(boxes), out)
+    for i, (top, left, h, w) in enumerate(boxes):
+        ref = TF.resized_crop(x[i], top, left, h, w, [out, out], antialias=True)
+        assert torch.allclose(got[i], ref, atol=1e-5), i
 
 
 @pytest.mark.parametrize("op, ref, factors", [
