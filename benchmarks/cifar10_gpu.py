@@ -74,17 +74,19 @@ def main() -> None:
     common = ["--params", str(p)]
     stage("validate", [str(data_root), "--manifest", str(work / "manifest.json"), *common], times)
     stage("pretrain", ["--manifest", str(work / "manifest.json"), "--model", str(work / "simclr.pt"),
-                       "--log", str(work / "train_log.csv"), "--checkpoint-dir", str(work / "checkpoints"), *common], times)
+                       "--live-dir", str(work / "live"), "--checkpoint-dir", str(work / "checkpoints"), *common], times)
     stage("extract", ["--manifest", str(work / "manifest.json"), "--model", str(work / "simclr.pt"),
                       "--out-dir", str(work / "features"), *common], times)
     stage("probe", ["--features-dir", str(work / "features"), "--metrics", str(work / "probe.json"),
                     "--plots-dir", str(work / "plots"), *common], times)
 
-    rows = list(csv.DictReader((work / "train_log.csv").open()))
+    live = work / "live" / "plots" / "metrics"
+    rows = list(csv.DictReader((live / "views_per_s.tsv").open(), delimiter="\t"))
+    peaks = list(csv.DictReader((live / "gpu_peak_mib.tsv").open(), delimiter="\t"))
     metrics = json.loads((work / "probe.json").read_text())
     shots = params["probe"]["shots"]
     views = sum(float(r["views_per_s"]) for r in rows) / len(rows)
-    peak = max(float(r.get("gpu_peak_mib", 0) or 0) for r in rows)
+    peak = max(float(r["gpu_peak_mib"]) for r in peaks)
     s, r = metrics["simclr"], metrics["random"]
     table = [
         ("preset", args.preset.name), ("data", f"{data_root}"), ("epochs", len(rows)),

@@ -56,7 +56,7 @@ def run_cli(*args, cwd=None, env=None, check=False):
 MICRO_PARAMS = {
     "data": {"limit_per_class": 4},
     "model": {"input_size": 8},
-    "train": {"epochs": 1, "batch_size": 16, "channels_last": False, "device": "cpu"},
+    "train": {"epochs": 1, "batch_size": 16, "channels_last": False, "device": "cpu", "knn_every": 1},
     "optim": {"warmup_epochs": 0},
     "extract": {"batch_size": 64},
     "probe": {"c_num": 2, "shots": 1, "shot_draws": 2, "knn_k": 5, "max_iter": 200, "val_fraction": 0.5},

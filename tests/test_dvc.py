@@ -48,6 +48,33 @@ def test_second_repro_runs_nothing(repo):
     assert "up to date" in proc.stdout
 
 
+def test_plots_show_renders_every_plot_to_html(repo, tmp_path):
+    out = tmp_path / "plots"
+    sh(repo, "dvc", "plots", "show", "-o", str(out))
+    html = (out / "index.html").read_text()
+    for title in ("Pretraining loss", "Learning rate", "kNN monitor accuracy",
+                  "Linear-probe confusion matrix", "Linear-probe accuracy per class"):
+        assert title in html, title
+    assert "embedding.png" in html and list(out.rglob("*embedding.png"))
+
+
+def test_push_then_pull_in_a_fresh_clone_restores_outputs_without_recomputing(repo, tmp_path):
+    remote = tmp_path / "remote"
+    sh(repo, "dvc", "remote", "add", "-d", "shared", str(remote))
+    sh(repo, "dvc", "push")
+    sh(repo, "git", "add", ".dvc/config")
+    sh(repo, "git", "commit", "-qm", "shared DVC remote")
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    assert not (clone / "models" / "simclr.pt").exists()
+    sh(clone, "dvc", "pull")
+    for path in ("models/simclr.pt", "features/simclr.npz", "features/random.npz", "data/digits/class.txt"):
+        assert (clone / path).read_bytes() == (repo / path).read_bytes(), path
+    proc = sh(clone, "dvc", "repro")
+    assert ran_stages(proc) == [] and "up to date" in proc.stdout
+    assert sh(clone, "dvc", "status").stdout.strip().endswith("Data and pipelines are up to date.")
+
+
 def test_probe_param_change_reruns_only_probe_and_metrics_diff_shows_it(repo):
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("shot_c: 0.1", "shot_c: 100.0"))
@@ -76,3 +103,13 @@ def test_exp_run_with_set_param_and_exp_show(repo):
     assert "temperature: 0.2" in (repo / "params.yaml").read_text()
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json").stdout)
     assert diff["metrics/probe.json"], diff  # retrained encoder: its probe numbers moved
+    assert "loss" in diff["metrics/pretrain/metrics.json"], diff  # and so did its training loss
+    assert "loss" in data["metrics"]["metrics/pretrain/metrics.json"]["data"]
+
+
+def test_plots_diff_overlays_the_experiment_and_its_baseline(repo, tmp_path):
+    data = json.loads(sh(repo, "dvc", "plots", "diff", "HEAD", "t02", "--json").stdout)["data"]
+    for title in ("Pretraining loss", "kNN monitor accuracy", "Linear-probe accuracy per class (test split)"):
+        assert [p["revisions"] for p in data[title]] == [["HEAD", "t02"]], title  # one plot, both runs
+    sh(repo, "dvc", "plots", "diff", "HEAD", "t02", "-o", str(tmp_path / "diff"))
+    assert "t02" in (tmp_path / "diff" / "index.html").read_text()

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -49,26 +51,6 @@ def test_linear_probe_is_accurate_on_real_features(feats):
     assert m["knn_top1"] > 0.9
 
 
-def test_knn_matches_a_direct_computation():
-    rng = np.random.default_rng(0)
-    tr, te = rng.normal(size=(30, 5)), rng.normal(size=(7, 5))
-    y = rng.integers(0, 3, 30)
-    got = probe.knn_predict(tr, y, te, k=4, t=0.1, n_classes=3, batch=3)
-    for i, q in enumerate(te):
-        sim = tr @ q / np.linalg.norm(tr, axis=1) / np.linalg.norm(q)
-        top = np.argsort(-sim)[:4]
-        votes = np.zeros(3)
-        for j in top:
-            votes[y[j]] += np.exp(sim[j] / 0.1)
-        assert got[i] == votes.argmax()
-
-
-def test_knn_caps_k_at_train_size():
-    tr = np.eye(3)
-    pred = probe.knn_predict(tr, np.array([0, 1, 2]), np.eye(3), k=200, t=0.1, n_classes=3)
-    assert list(pred) == [0, 1, 2]
-
-
 def test_few_shot_uses_exactly_shots_per_class(feats, monkeypatch):
     sizes = []
     real = probe.fit_logistic
@@ -80,3 +62,36 @@ def test_few_shot_uses_exactly_shots_per_class(feats, monkeypatch):
     monkeypatch.setattr(probe, "fit_logistic", spy)
     probe.few_shot(feats["train_x"], feats["train_y"], feats["test_x"], feats["test_y"], 3, 2, 0.1, 300, 0)
     assert len(sizes) == 2 and all((s == 3).all() for s in sizes)
+
+
+def test_embedding_figure_has_one_legend_entry_and_colour_per_class(feats):
+    from matplotlib.colors import to_hex
+
+    classes = [f"c{i}" for i in range(10)]
+    xy = probe.project_2d(feats["test_x"][:200], "pca", 0)
+    fig = probe.embedding_figure({"simclr": xy, "random": xy[::-1].copy()}, feats["test_y"][:200], classes, "pca")
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == classes
+    colours = [to_hex(h.get_facecolor()[0]) for h in legend.legend_handles]
+    assert len(set(colours)) == 10 and len(fig.axes) == 2
+    # each class's points are drawn in its legend colour
+    for ax in fig.axes:
+        assert [to_hex(c.get_facecolor()[0]) for c in ax.collections] == colours
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_embedding_png_is_written_with_its_legend(feats, tmp_path, method):
+    from PIL import Image
+
+    cfg = dict(CFG, embedding=method, embedding_samples=150)
+    both = {"simclr": feats, "random": feats}
+    legend = probe.save_embedding(tmp_path / "e.png", both, cfg)
+    with Image.open(tmp_path / "e.png") as img:
+        assert img.format == "PNG"
+        assert json.loads(img.info["Description"])["legend"] == legend
+    assert list(legend) == [str(c) for c in feats["classes"]] and len(set(legend.values())) == 10
+    assert not [p for p in tmp_path.iterdir() if p.name != "e.png"]  # no temp file left behind
+
+
+def test_class_colours_stay_distinct_beyond_twenty_classes():
+    assert len(set(probe.class_colours(37))) == 37

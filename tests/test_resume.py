@@ -27,7 +27,7 @@ def dataset(tmp_path_factory):
 
 def command(work, params, manifest):
     return [str(BIN / "simclr"), "pretrain", "--params", str(params), "--manifest", str(manifest),
-            "--model", str(work / "model.pt"), "--log", str(work / "log.csv"),
+            "--model", str(work / "model.pt"), "--live-dir", str(work / "live"),
             "--checkpoint-dir", str(work / "ckpt")]
 
 
@@ -49,6 +49,10 @@ def start_and_signal(work, params, manifest, signum, after_checkpoints=1):
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     return proc.returncode, out, err
+
+
+def curve(work, name):
+    return (work / "live" / "plots" / "metrics" / f"{name}.tsv").read_text()
 
 
 def weights(path):
@@ -80,7 +84,10 @@ def test_sigkill_then_rerun_resumes_to_the_uninterrupted_model(dataset, referenc
     assert proc.returncode == 0, proc.stderr
     assert "resuming from epoch" in proc.stdout
     assert_same_weights(weights(tmp_path / "model.pt"), weights(reference / "model.pt"))
-    assert (tmp_path / "log.csv").read_text() .count("\n") == EPOCHS + 1
+    # the DVCLive history of the resumed run is the uninterrupted run's, one row per epoch
+    for name in ("loss", "knn_top1"):
+        history = curve(tmp_path, name)
+        assert history == curve(reference, name) and history.count("\n") == EPOCHS + 1
 
 
 def test_sigterm_checkpoints_at_step_boundary_exits_nonzero_and_resumes(dataset, reference, tmp_path):
@@ -123,10 +130,12 @@ def test_finished_run_rerun_rewrites_its_outputs_without_training(dataset, refer
     base, params = dataset
     proc = pretrain(tmp_path, params, base / "manifest.json")
     (tmp_path / "model.pt").unlink()
-    (tmp_path / "log.csv").unlink()
+    import shutil
+
+    shutil.rmtree(tmp_path / "live")
     again = pretrain(tmp_path, params, base / "manifest.json")
     assert again.returncode == 0 and f"resuming from epoch {EPOCHS + 1}" in again.stdout
-    assert (tmp_path / "log.csv").read_text().count("\n") == EPOCHS + 1
+    assert curve(tmp_path, "loss") == curve(reference, "loss")
     assert_same_weights(weights(tmp_path / "model.pt"), weights(reference / "model.pt"))
 
 
@@ -154,7 +163,7 @@ def test_non_finite_loss_stops_with_clear_error_and_no_model(dataset, tmp_path, 
     monkeypatch.setattr(pt, "nt_xent", poisoned)
     with pytest.raises(FloatingPointError, match=r"non-finite loss \(nan\) at epoch 2, step 13; last good checkpoint kept"):
         pt.pretrain(config.load_params(params), base / "manifest.json", tmp_path / "model.pt",
-                    tmp_path / "log.csv", checkpoint_dir=tmp_path / "ckpt", log=lambda m: None)
+                    tmp_path / "live", checkpoint_dir=tmp_path / "ckpt", log=lambda m: None)
     assert not (tmp_path / "model.pt").exists()
     assert torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)["epoch"] == 1
 
@@ -193,5 +202,6 @@ def test_fingerprint_covers_params_data_and_training_code(tmp_path):
     changed = config.validate_params({"train": {"temperature": 0.3}})
     assert pt.fingerprint(changed, manifest) != base
     # keys that do not change the trained model keep the checkpoint valid
-    same = config.validate_params({"train": {"checkpoint_every": 5, "threads": 1}})
+    same = config.validate_params({"train": {"checkpoint_every": 5, "threads": 1, "knn_every": 3, "gpus": 2}})
     assert pt.fingerprint(same, manifest) == base
+    assert pt.fingerprint(params, manifest, world=2) != base  # another number of processes is another run

@@ -2,16 +2,20 @@
 
     simclr prepare  --out data/digits
     simclr validate data/digits --manifest data/manifest.json
-    simclr pretrain --manifest data/manifest.json --model models/simclr.pt --log metrics/train_log.csv
+    simclr pretrain --manifest data/manifest.json --model models/simclr.pt --live-dir metrics/pretrain
     simclr extract  --manifest data/manifest.json --model models/simclr.pt --out-dir features
     simclr probe    --features-dir features --metrics metrics/probe.json --plots-dir metrics/plots
 
 Params come from params.yaml (--params), or as JSON from Snakemake (--config), which passes the
 keys the stage reads from its own, possibly overridden, config.
+
+With train.gpus > 1, `simclr pretrain` started outside torchrun starts itself again under
+`torchrun --standalone --nproc_per_node <gpus>` (one node); for several nodes call torchrun yourself.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -56,11 +60,24 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def torchrun_command(gpus: int, argv: list[str]) -> list[str]:
+    """The same `simclr` command line, run by torchrun on one node with `gpus` processes."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+            "-m", "simclr", *argv]
+
+
 def cmd_pretrain(args) -> int:
     from .pretrain import Interrupted, pretrain
 
+    params = _params(args, "pretrain")
+    gpus = params["train"]["gpus"]
+    if gpus > 1 and "LOCAL_RANK" not in os.environ:
+        cmd = torchrun_command(gpus, args.argv)
+        _log(f"pretrain: train.gpus is {gpus}; running {' '.join(cmd[1:5])} ...")
+        sys.stdout.flush()
+        os.execv(cmd[0], cmd)
     try:
-        pretrain(_params(args, "pretrain"), Path(args.manifest), Path(args.model), Path(args.log),
+        pretrain(params, Path(args.manifest), Path(args.model), Path(args.live_dir),
                  checkpoint_dir=Path(args.checkpoint_dir), log=_log)
     except Interrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -101,7 +118,8 @@ def parser() -> argparse.ArgumentParser:
     s = stage("pretrain", cmd_pretrain, "SimCLR pretraining on the train split")
     s.add_argument("--manifest", required=True)
     s.add_argument("--model", required=True, help="output checkpoint (models/simclr.pt)")
-    s.add_argument("--log", required=True, help="output per-epoch CSV log")
+    s.add_argument("--live-dir", required=True,
+                   help="DVCLive folder: metrics.json and per-epoch plots/metrics/*.tsv (metrics/pretrain)")
     s.add_argument("--checkpoint-dir", default="checkpoints/pretrain",
                    help="resumable checkpoints, outside the declared outputs so that no orchestrator deletes them")
     s = stage("extract", cmd_extract, "frozen features of the pretrained and the random-init encoder")
@@ -116,7 +134,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
+    args.argv = argv
     from .data import LayoutError
 
     try:

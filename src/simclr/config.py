@@ -24,6 +24,18 @@ STAGE_PARAMS: dict[str, list[str]] = {
     "probe": ["probe"],
 }
 
+# What pretrain logs through DVCLive each epoch (plots/metrics/<name>.tsv); knn_top1 only on
+# the epochs of train.knn_every.
+LIVE_METRICS = ("loss", "lr", "epoch_time_s", "views_per_s", "gpu_peak_mib")
+
+
+def live_metrics(params: dict) -> list[str]:
+    """The per-epoch metric files a pretrain run with these params writes."""
+    train = params["train"]
+    knn = 0 < train["knn_every"] <= train["epochs"]
+    return [*LIVE_METRICS, *(["knn_top1"] if knn else [])]
+
+
 # Names an earlier version of params.yaml used, and what replaced them.
 RENAMED = {
     "train.accumulate_steps": (

@@ -16,19 +16,6 @@ from .data import SPLITS, load_split
 from .pretrain import autocast, pick_device, set_threads
 
 
-@torch.no_grad()
-def features(encoder: torch.nn.Module, images: torch.Tensor, batch_size: int, device, precision: str,
-             channels_last: bool = False) -> np.ndarray:
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    encoder = encoder.eval().to(memory_format=fmt)
-    out = []
-    for a in range(0, len(images), batch_size):
-        x = images[a:a + batch_size].to(device).float().div_(255).contiguous(memory_format=fmt)
-        with autocast(device, precision):
-            out.append(encoder(x).float().cpu())  # h: n x feature_dim
-    return torch.cat(out).numpy()
-
-
 def extract(params: dict, manifest_path: Path, model_path: Path, out_dir: Path, log=print) -> None:
     manifest = json.loads(Path(manifest_path).read_text())
     device = pick_device(params["train"]["device"])
@@ -45,10 +32,13 @@ def extract(params: dict, manifest_path: Path, model_path: Path, out_dir: Path, 
     splits = {split: load_split(manifest, split, size) for split in SPLITS}
     for name, net in (("simclr", trained), ("random", random_init)):
         encoder = net.encoder.to(device)
+        if cfg["channels_last"]:
+            encoder = encoder.to(memory_format=torch.channels_last)
         arrays = {}
         for split, (images, labels, classes) in splits.items():
-            arrays[f"{split}_x"] = features(encoder, images, cfg["batch_size"], device, cfg["precision"],
-                                                 cfg["channels_last"])
+            arrays[f"{split}_x"] = model_lib.features(
+                encoder, images, cfg["batch_size"], device, lambda: autocast(device, cfg["precision"]),
+                cfg["channels_last"], desc=f"extract: {name} {split}", log=log).cpu().numpy()
             arrays[f"{split}_y"] = labels.numpy()
         arrays["classes"] = np.asarray(classes)
         io.save_npz(Path(out_dir) / f"{name}.npz", **arrays)

@@ -41,6 +41,25 @@ class SimCLR(nn.Module):
         return self.head(self.encoder(x))  # z: N x proj_dim
 
 
+@torch.no_grad()
+def features(encoder: nn.Module, images: torch.Tensor, batch_size: int, device, autocast,
+             channels_last: bool = False, desc: str | None = None, log=print) -> torch.Tensor:
+    """h of uint8 images (N x 3 x S x S), in eval mode and without augmentation, on `device`.
+    The encoder is left in eval mode; `autocast` is a context manager factory (precision);
+    with `desc`, progress is shown (see progress.progress)."""
+    from .progress import progress
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    encoder.eval()
+    out = []
+    starts = range(0, len(images), batch_size)
+    for a in progress(starts, len(starts), desc, log, enabled=desc is not None):
+        x = images[a:a + batch_size].to(device).float().div_(255).contiguous(memory_format=fmt)
+        with autocast():
+            out.append(encoder(x).float())  # h: n x feature_dim
+    return torch.cat(out)
+
+
 def build(params: dict, seed: int) -> SimCLR:
     """The model pretrain starts from; extract's random-init baseline is the same draw."""
     torch.manual_seed(seed)

@@ -15,14 +15,24 @@ Interruptions: every train.checkpoint_every epochs, and at the next step boundar
 SIGINT, the whole training state (model, optimiser, step, data order, every RNG) is written
 atomically to the checkpoint folder, which no orchestrator deletes. Started again with the same
 params and data, pretrain resumes there and ends with the model an uninterrupted run gives.
+
+Several GPUs: `torchrun --nproc_per_node N -m simclr pretrain ...` (or train.gpus: N, which launches
+torchrun itself). Each rank embeds train.batch_size / N images of every batch; the embeddings are
+all-gathered so NT-Xent sees every global negative, and the gather's backward sums the gradients all
+ranks computed for each rank's rows, so after DistributedDataParallel's mean every rank holds the
+gradient of the global-batch loss. BatchNorm becomes SyncBatchNorm when train.sync_bn (CUDA only).
+Only rank 0 writes checkpoints, logs and the model.
+
+Logging: DVCLive, one step per epoch (loss, lr, epoch time, views/s, peak GPU memory and, every
+train.knn_every epochs, the kNN monitor accuracy on the test split), into the folder given by
+--live-dir. It never writes dvc.yaml and never saves a DVC experiment itself: under `dvc exp run` DVC
+records the experiment, and under Snakemake there is none to record.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import hashlib
-import io as _io
 import json
 import os
 import random
@@ -33,20 +43,70 @@ from pathlib import Path
 import numpy as np
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from . import augment as aug
 from . import io, model as model_lib, optim as optim_lib
 from .data import load_split
+from .knn import knn_accuracy
 from .losses import nt_xent
+from .progress import progress
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise RuntimeError("train.device: expected a CUDA device for 'cuda', found none")
-        return torch.device("cuda")
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(f"torchrun: local rank {local_rank} needs GPU {local_rank}, "
+                               f"found {torch.cuda.device_count()} GPU(s)")
+        return torch.device("cuda", local_rank)
     return torch.device("cpu")
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) in a plain process."""
+    env = os.environ
+    return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+
+
+class _Gather(torch.autograd.Function):
+    """All-gather whose backward sums, over ranks, the gradient each rank computed for these rows.
+
+    Every rank evaluates the loss on the gathered batch, so the rows of rank r receive gradient on
+    every rank; dropping the other ranks' share (returning only the local slice of the local
+    gradient) is the bug behind lightly#1528 and Spijkervet/SimCLR#30."""
+
+    @staticmethod
+    def forward(ctx, x):
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rows = x.shape[0]
+        return torch.cat(parts)  # (world x n) x D, rank order
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # sum over ranks; DDP's mean over ranks then gives the global gradient
+        r = dist.get_rank()
+        return grad[r * ctx.rows:(r + 1) * ctx.rows]
+
+
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """Rows of every rank (identity in a single process)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return _Gather.apply(x)
+    return x
+
+
+def _no_sync(net: nn.Module, sync: bool):
+    """DDP's no_sync() for every backward of a step but the last (one gradient all-reduce per step)."""
+    ddp = net if isinstance(net, DistributedDataParallel) else getattr(net, "_orig_mod", None)
+    if sync or not isinstance(ddp, DistributedDataParallel):
+        return contextlib.nullcontext()
+    return ddp.no_sync()
 
 
 def set_threads(n: int) -> None:
@@ -82,8 +142,10 @@ def _set_rng_state(state, device: torch.device) -> None:
 
 
 def step_gradients(net: nn.Module, v1: torch.Tensor, v2: torch.Tensor, temperature: float,
-                   chunk_size: int, accumulate: str, precision: str = "fp32") -> float:
-    """Accumulate into .grad the gradient of one SimCLR step on views v1, v2 (B x C x H x W each); return the loss."""
+                   chunk_size: int, accumulate: str, precision: str = "fp32", gather=gather) -> float:
+    """Accumulate into .grad the gradient of one SimCLR step on views v1, v2 (B x C x H x W each); return the loss.
+
+    Under DDP, v1 and v2 are this rank's share and `gather` makes every loss global."""
     b = len(v1)
     device = v1.device
     bounds = [(a, min(a + chunk_size, b)) for a in range(0, b, chunk_size)]
@@ -95,9 +157,11 @@ def step_gradients(net: nn.Module, v1: torch.Tensor, v2: torch.Tensor, temperatu
 
     if accumulate == "naive" or len(bounds) == 1:
         total = 0.0
-        for a, e in bounds:
-            loss = nt_xent(*embed(a, e), temperature) * ((e - a) / b)
-            loss.backward()
+        for k, (a, e) in enumerate(bounds):
+            with _no_sync(net, k == len(bounds) - 1):
+                z1, z2 = embed(a, e)
+                loss = nt_xent(gather(z1), gather(z2), temperature) * ((e - a) / b)
+                loss.backward()
             total += loss.item()
         return total
 
@@ -109,15 +173,17 @@ def step_gradients(net: nn.Module, v1: torch.Tensor, v2: torch.Tensor, temperatu
             z1, z2 = embed(a, e)
             wide = torch.promote_types(z1.dtype, torch.float32)  # bf16 embeddings are cached in fp32
             leaves.append((z1.to(wide).requires_grad_(), z2.to(wide).requires_grad_()))
-    # 2) the full-batch loss and its gradient with respect to every embedding
-    loss = nt_xent(torch.cat([l1 for l1, _ in leaves]), torch.cat([l2 for _, l2 in leaves]), temperature)
+    # 2) the full-batch (all ranks) loss and its gradient with respect to this rank's embeddings
+    loss = nt_xent(gather(torch.cat([l1 for l1, _ in leaves])), gather(torch.cat([l2 for _, l2 in leaves])),
+                   temperature)
     loss.backward()
     # 3) re-embed each chunk with a graph (same RNG, BN statistics untouched) and push the cached gradient
     with frozen_norm_stats(net):
-        for (a, e), state, (l1, l2) in zip(bounds, states, leaves):
+        for k, ((a, e), state, (l1, l2)) in enumerate(zip(bounds, states, leaves)):
             _set_rng_state(state, device)
-            z1, z2 = embed(a, e)
-            torch.autograd.backward([z1, z2], [l1.grad.to(z1.dtype), l2.grad.to(z2.dtype)])
+            with _no_sync(net, k == len(bounds) - 1):
+                z1, z2 = embed(a, e)
+                torch.autograd.backward([z1, z2], [l1.grad.to(z1.dtype), l2.grad.to(z2.dtype)])
     return loss.item()
 
 
@@ -126,29 +192,21 @@ def steps_per_epoch(n_images: int, batch_size: int) -> int:
     return max(1, n_images // batch_size)
 
 
-def write_log(path: Path, rows: list[dict]) -> None:
-    buf = _io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    io.write_text(path, buf.getvalue())
-
-
 # Keys that do not change what is trained: a checkpoint stays valid when only these differ.
-NOT_FINGERPRINTED = ("checkpoint_every", "resume", "threads")
+NOT_FINGERPRINTED = ("checkpoint_every", "resume", "threads", "knn_every", "gpus")
 # The code that decides what is trained: a checkpoint from other code is not resumed.
 TRAINING_CODE = ("pretrain.py", "augment.py", "model.py", "losses.py", "optim.py", "data.py")
 
 
-def fingerprint(params: dict, manifest: dict, code_dir: Path | None = None) -> str:
-    """Identity of a training run: its params (except NOT_FINGERPRINTED), the dataset's content hash
-    and the training code, so that a resumed run is the run that was interrupted."""
+def fingerprint(params: dict, manifest: dict, code_dir: Path | None = None, world: int = 1) -> str:
+    """Identity of a training run: its params (except NOT_FINGERPRINTED), the dataset's content hash,
+    the training code and the number of processes, so that a resumed run is the run that was interrupted."""
     p = copy.deepcopy({k: params[k] for k in ("model", "augment", "train", "optim")})
     for key in NOT_FINGERPRINTED:
         p["train"].pop(key, None)
     here = Path(code_dir or Path(__file__).parent)
     code = {name: hashlib.sha256((here / name).read_bytes()).hexdigest() for name in TRAINING_CODE}
-    blob = json.dumps({"params": p, "data": manifest["content_hash"], "code": code}, sort_keys=True)
+    blob = json.dumps({"params": p, "data": manifest["content_hash"], "code": code, "world": world}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -194,19 +252,20 @@ class Checkpoints:
         return None
 
 
-def _rng_states(gen: torch.Generator) -> dict:
+def _rng_states(gen: torch.Generator, aug_gen: torch.Generator) -> dict:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "data": gen.get_state()}
+            "data": gen.get_state(), "augment": aug_gen.get_state()}
 
 
-def _restore_rng(states: dict, gen: torch.Generator) -> None:
+def _restore_rng(states: dict, gen: torch.Generator, aug_gen: torch.Generator) -> None:
     random.setstate(states["python"])
     np.random.set_state(states["numpy"])
     torch.set_rng_state(states["torch"])
     if states["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
     gen.set_state(states["data"])
+    aug_gen.set_state(states["augment"])
 
 
 def set_determinism(on: bool, device: torch.device) -> None:
@@ -230,35 +289,115 @@ def stop_on_signals():
             signal.signal(s, h)
 
 
-def pretrain(params: dict, manifest_path: Path, model_path: Path, log_path: Path,
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on any (a signal reached only some ranks)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _all_ranks(obj):
+    """[obj of rank 0, obj of rank 1, ...] on every rank."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def wrap_for_ranks(net: nn.Module, train: dict, device: torch.device, log) -> nn.Module:
+    """SyncBatchNorm (train.sync_bn, CUDA only in this torch) and DistributedDataParallel under torchrun."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return net
+    if train["sync_bn"] and device.type == "cuda":
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    elif train["sync_bn"]:
+        log("warning: train.sync_bn: SyncBatchNorm runs on CUDA only in this torch; on CPU every rank "
+            "normalises its own share of the batch (as with train.sync_bn: false)")
+    return net
+
+
+def monitor_knn(net: model_lib.SimCLR, splits: dict, device: torch.device, precision: str,
+                channels_last: bool) -> float:
+    """kNN top-1 on the test split from un-augmented train features (eval mode; training state untouched)."""
+    feats = {name: model_lib.features(net.encoder, images, 512, device, lambda: autocast(device, precision),
+                                      channels_last)
+             for name, (images, _, _) in splits.items()}
+    net.train()
+    (_, train_y, classes), (_, test_y, _) = splits["train"], splits["test"]
+    return knn_accuracy(feats["train"], train_y.to(device), feats["test"], test_y, len(classes))
+
+
+def open_live(live_dir: Path, rows: list[dict]):
+    """A DVCLive logger that writes only into live_dir (no dvc.yaml, no `dvc exp save`), holding `rows`."""
+    from dvclive import Live
+
+    live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None)  # starts the folder afresh
+    for row in rows:  # a resumed run replays its logged epochs, so the folder is the uninterrupted one
+        log_epoch(live, row)
+    return live
+
+
+def log_epoch(live, row: dict) -> None:
+    live.step = row["epoch"]
+    for key, value in row.items():
+        if key != "epoch":
+            live.log_metric(key, value)
+    live.make_summary()
+
+
+def pretrain(params: dict, manifest_path: Path, model_path: Path, live_dir: Path,
              checkpoint_dir: Path = Path("checkpoints/pretrain"), log=print) -> dict:
+    rank, world, local_rank = dist_env()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if pick_device(params["train"]["device"]).type == "cuda" else "gloo")
+    try:
+        return _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir,
+                         log if rank == 0 else (lambda msg: None), rank, world, local_rank)
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, rank, world, local_rank):
     train, optim_cfg = params["train"], params["optim"]
     manifest = json.loads(Path(manifest_path).read_text())
-    device = pick_device(train["device"])
+    device = pick_device(train["device"], local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     set_determinism(train["deterministic"], device)
     set_threads(train["threads"])
     size = params["model"]["input_size"]
-    images, _, _ = load_split(manifest, "train", size)  # uint8 N x 3 x S x S
-    images = images.to(device)
+    splits = {split: load_split(manifest, split, size) for split in ("train", "test")}  # uint8 N x 3 x S x S
+    images = splits["train"][0].to(device)
     n = len(images)
     batch = min(train["batch_size"], n)
-    chunk = min(train["chunk_size"] or batch, batch)
+    if batch % world:
+        raise ValueError(f"train.batch_size: expected a multiple of the {world} processes, found {batch}")
+    share = batch // world  # images of each batch this rank embeds
+    chunk = min(train["chunk_size"] or share, share)
 
     net = model_lib.build(params, train["seed"]).to(device)
+    net = wrap_for_ranks(net, train, device, log)
     if train["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
-    step_net = torch.compile(net) if train["compile"] else net
+    step_net = DistributedDataParallel(net) if world > 1 else net
+    step_net = torch.compile(step_net) if train["compile"] else step_net
     optimizer = optim_lib.build(net, optim_cfg, batch)
-    peak = optim_lib.peak_lr(optim_cfg, batch)
+    peak = optim_lib.peak_lr(optim_cfg, batch)  # scaled by the global batch
     per_epoch = steps_per_epoch(n, batch)
     total = per_epoch * train["epochs"]
     warmup = round(optim_cfg["warmup_epochs"] * per_epoch)
-    gen = torch.Generator(device=device).manual_seed(train["seed"])
+    gen = torch.Generator(device=device).manual_seed(train["seed"])  # data order: the same on every rank
+    # augmentation: its own stream per rank under DDP (a single process keeps one stream for both)
+    aug_gen = gen if world == 1 else torch.Generator(device=device).manual_seed(train["seed"] * 1000 + 1 + rank)
     aug_cfg = aug.AugmentConfig.from_params(params["augment"])
-    log(f"pretrain: {n} images, batch {batch} (chunk {chunk}, {train['accumulate']}), "
+    log(f"pretrain: {n} images, batch {batch} ({world} x {share}, chunk {chunk}, {train['accumulate']}), "
         f"{per_epoch} steps/epoch x {train['epochs']} epochs, peak lr {peak:.4g}, device {device}")
 
-    fp = fingerprint(params, manifest)
+    fp = fingerprint(params, manifest, world=world)
     ckpts = Checkpoints(checkpoint_dir)
     # where the run stands: epoch in progress, next step within it, its data order and losses so far
     epoch, first, step, order, losses, rows = 0, 0, 0, None, [], []
@@ -268,14 +407,17 @@ def pretrain(params: dict, manifest_path: Path, model_path: Path, log_path: Path
         optimizer.load_state_dict(state["optimizer"])
         epoch, first, step, rows, losses = state["epoch"], state["batch"], state["step"], state["rows"], state["losses"]
         order = state["order"].to(device) if state["order"] is not None else None
-        _restore_rng(state["rng"], gen)
+        _restore_rng(state["rng"][rank], gen, aug_gen)
         log(f"pretrain: resuming from epoch {epoch + 1}, step {step} ({ckpts.last.parent})")
 
     def save(next_batch: int) -> None:
-        ckpts.save({"fingerprint": fp, "epoch": epoch, "batch": next_batch, "step": step, "rows": rows,
-                    "losses": losses, "order": None if order is None else order.cpu(),
-                    "model": net.state_dict(), "optimizer": optimizer.state_dict(), "rng": _rng_states(gen)})
+        rngs = _all_ranks(_rng_states(gen, aug_gen))  # collective: every rank calls save
+        if rank == 0:
+            ckpts.save({"fingerprint": fp, "epoch": epoch, "batch": next_batch, "step": step, "rows": rows,
+                        "losses": losses, "order": None if order is None else order.cpu(),
+                        "model": net.state_dict(), "optimizer": optimizer.state_dict(), "rng": rngs})
 
+    live = open_live(live_dir, rows) if rank == 0 else None
     net.train()
     with stop_on_signals() as caught:
         while epoch < train["epochs"]:
@@ -283,12 +425,14 @@ def pretrain(params: dict, manifest_path: Path, model_path: Path, log_path: Path
             if order is None:
                 order = torch.randperm(n, generator=gen, device=device)
             lr = optim_lib.lr_at(max(step - 1, 0), total, warmup, peak)  # for the log if no step is left
-            for i in range(first, per_epoch):
+            steps = progress(range(first, per_epoch), per_epoch - first, f"epoch {epoch + 1}/{train['epochs']}",
+                             log, enabled=rank == 0)
+            for i in steps:
                 lr = optim_lib.lr_at(step, total, warmup, peak)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                x = images[order[i * batch:(i + 1) * batch]]
-                v1, v2 = aug.two_views(x, size, aug_cfg, gen)  # B x 3 x S x S each, float in [0, 1]
+                mine = order[i * batch:(i + 1) * batch][rank * share:(rank + 1) * share]
+                v1, v2 = aug.two_views(images[mine], size, aug_cfg, aug_gen)  # share x 3 x S x S each, in [0, 1]
                 if train["channels_last"]:
                     v1 = v1.contiguous(memory_format=torch.channels_last)
                     v2 = v2.contiguous(memory_format=torch.channels_last)
@@ -302,23 +446,31 @@ def pretrain(params: dict, manifest_path: Path, model_path: Path, log_path: Path
                 optimizer.step()
                 losses.append(loss)
                 step += 1
-                if caught:
+                if _any_rank(bool(caught), device):
                     save(i + 1)
-                    raise Interrupted(caught[0], f"pretrain: stopped by {signal.Signals(caught[0]).name} at epoch "
+                    signum = caught[0] if caught else signal.SIGTERM
+                    raise Interrupted(signum, f"pretrain: stopped by {signal.Signals(signum).name} at epoch "
                                       f"{epoch + 1}, step {step}; checkpoint written to {ckpts.last}; "
                                       "run the same command again to resume")
             seconds = time.perf_counter() - start
-            rows.append({"epoch": epoch + 1, "step": step, "loss": sum(losses) / len(losses), "lr": lr,
-                         "epoch_time_s": round(seconds, 3),
-                         "views_per_s": round(2 * batch * (per_epoch - first) / seconds, 1),
-                         "gpu_peak_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-                         if device.type == "cuda" else 0.0})
-            log(f"epoch {epoch + 1}/{train['epochs']}: loss {rows[-1]['loss']:.4f}, lr {lr:.4g}, {seconds:.1f}s")
-            write_log(log_path, rows)
+            row = {"epoch": epoch + 1, "loss": sum(losses) / len(losses), "lr": lr,
+                   "epoch_time_s": round(seconds, 3),
+                   "views_per_s": round(2 * batch * (per_epoch - first) / seconds, 1),
+                   "gpu_peak_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+                   if device.type == "cuda" else 0.0}
+            if rank == 0 and train["knn_every"] and (epoch + 1) % train["knn_every"] == 0:
+                row["knn_top1"] = round(monitor_knn(net, splits, device, train["precision"], train["channels_last"]), 6)
+            rows.append(row)
+            log(f"epoch {epoch + 1}/{train['epochs']}: loss {row['loss']:.4f}, lr {lr:.4g}, {seconds:.1f}s"
+                + (f", kNN top-1 {row['knn_top1']:.4f}" if "knn_top1" in row else ""))
+            if live is not None:
+                log_epoch(live, row)
             epoch, first, order, losses = epoch + 1, 0, None, []
             if train["checkpoint_every"] and epoch % train["checkpoint_every"] == 0:
                 save(0)
-    write_log(log_path, rows)  # also when a finished run was resumed and no epoch was left
+    if rank != 0:
+        return rows[-1]
+    live.end()
     io.save_torch(model_path, {
         "model": {k: v.cpu() for k, v in net.state_dict().items()},
         "params": params,

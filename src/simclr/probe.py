@@ -7,11 +7,15 @@
   `shot_draws` fixed draws (where self-supervised features matter most).
 - kNN: cosine similarity, k nearest train features, votes weighted by exp(sim / t) (MoCo's CIFAR demo).
 Each for the SimCLR encoder and the random-init baseline.
+
+A picture of the learned space: a 2-D t-SNE (or PCA) map of a fixed sample of test features,
+coloured by class, SimCLR beside random-init (metrics/plots/embedding.png).
 """
 from __future__ import annotations
 
 import csv
 import io as _io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +24,10 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from . import io
+from .knn import knn_predict
 
 ENCODERS = ("simclr", "random")
+METHOD_NAMES = {"tsne": "t-SNE", "pca": "PCA"}
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, c: float, max_iter: int):
@@ -46,24 +52,6 @@ def topk(proba: np.ndarray, classes: np.ndarray, y: np.ndarray, k: int) -> float
     return float(np.mean((best == y[:, None]).any(axis=1)))
 
 
-def knn_predict(train_x, train_y, test_x, k: int, t: float, n_classes: int, batch: int = 1024) -> np.ndarray:
-    """Weighted kNN on cosine similarity: each of the k neighbours votes exp(sim / t) for its class."""
-    def unit(a):
-        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-
-    tr, te = unit(train_x.astype(np.float64)), unit(test_x.astype(np.float64))
-    k = min(k, len(tr))
-    out = []
-    for a in range(0, len(te), batch):
-        sim = te[a:a + batch] @ tr.T  # q x N
-        idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        w = np.exp(np.take_along_axis(sim, idx, axis=1) / t)  # q x k
-        votes = np.zeros((len(idx), n_classes))
-        np.add.at(votes, (np.arange(len(idx))[:, None], train_y[idx]), w)
-        out.append(votes.argmax(1))
-    return np.concatenate(out)
-
-
 def few_shot(x, y, test_x, test_y, shots: int, draws: int, c: float, max_iter: int, seed: int) -> list[float]:
     rng = np.random.default_rng(seed)
     accs = []
@@ -84,7 +72,8 @@ def evaluate(feats: dict, cfg: dict) -> tuple[dict, np.ndarray]:
     p = proba(tx)
     pred = classes[p.argmax(1)]
     shots = few_shot(x, y, tx, ty, cfg["shots"], cfg["shot_draws"], cfg["shot_c"], cfg["max_iter"], cfg["seed"])
-    knn = knn_predict(x, y, tx, cfg["knn_k"], cfg["knn_t"], len(feats["classes"]))
+    knn = knn_predict(x.astype(np.float64), y, tx.astype(np.float64), cfg["knn_k"], cfg["knn_t"],
+                      len(feats["classes"])).numpy()
     metrics = {
         "linear_top1": float(np.mean(pred == ty)),
         "linear_top5": topk(p, classes, ty, 5),
@@ -104,12 +93,69 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def project_2d(x: np.ndarray, method: str, seed: int) -> np.ndarray:
+    """n x 2 map of standardised features: PCA, or t-SNE initialised by PCA (after PCA to 50 dims)."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    x = StandardScaler().fit_transform(x)
+    if method == "pca":
+        return PCA(2, random_state=seed).fit_transform(x)
+    x = PCA(min(50, *x.shape), random_state=seed).fit_transform(x)
+    return TSNE(2, init="pca", perplexity=min(30.0, (len(x) - 1) / 3), random_state=seed).fit_transform(x)
+
+
+def class_colours(n: int) -> list[str]:
+    """n distinct colours (matplotlib's tab10/tab20, else evenly spaced hues), as hex."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    if n <= 20:
+        cmap = colormaps["tab10" if n <= 10 else "tab20"]
+        return [to_hex(cmap(i)) for i in range(n)]
+    return [to_hex(colormaps["hsv"](i / n)) for i in range(n)]
+
+
+def embedding_figure(maps: dict, labels: np.ndarray, classes, method: str):
+    """One scatter per encoder (maps: name -> n x 2), points coloured by class, one shared legend."""
+    from matplotlib.figure import Figure  # no pyplot: no display needed (headless)
+
+    colours = class_colours(len(classes))
+    fig = Figure(figsize=(6 * len(maps) + 2, 6), dpi=100)
+    axes = fig.subplots(1, len(maps), squeeze=False)[0]
+    for ax, (name, xy) in zip(axes, maps.items()):
+        for i, cls in enumerate(classes):
+            mask = labels == i
+            ax.scatter(xy[mask, 0], xy[mask, 1], s=6, color=colours[i], label=str(cls))
+        ax.set_title(f"{name} encoder: {METHOD_NAMES[method]} of {len(labels)} test images")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center right", title="class", markerscale=2)
+    fig.subplots_adjust(left=0.02, right=0.86, wspace=0.05)
+    return fig
+
+
+def save_embedding(path: Path, feats: dict, cfg: dict) -> dict:
+    """Draw the embedding picture of every encoder in `feats` and write it as PNG; returns its legend."""
+    test_y = next(iter(feats.values()))["test_y"]
+    classes = [str(c) for c in next(iter(feats.values()))["classes"]]
+    rng = np.random.default_rng(cfg["seed"])
+    idx = np.sort(rng.choice(len(test_y), size=min(cfg["embedding_samples"], len(test_y)), replace=False))
+    maps = {name: project_2d(f["test_x"][idx], cfg["embedding"], cfg["seed"]) for name, f in feats.items()}
+    fig = embedding_figure(maps, test_y[idx], classes, cfg["embedding"])
+    legend = dict(zip(classes, class_colours(len(classes))))
+    with io.atomic_path(path, suffix=".png") as tmp:  # the legend travels inside the PNG (tEXt chunk)
+        fig.savefig(tmp, format="png", metadata={"Description": json.dumps({"legend": legend})})
+    return legend
+
+
 def probe(params: dict, features_dir: Path, metrics_path: Path, plots_dir: Path, log=print) -> dict:
     cfg = params["probe"]
-    result, per_class, confusion = {}, [], []
+    result, per_class, confusion, loaded = {}, [], [], {}
     for name in ENCODERS:
         with np.load(Path(features_dir) / f"{name}.npz") as f:
-            feats = {k: f[k] for k in f.files}
+            feats = loaded[name] = {k: f[k] for k in f.files}
         metrics, pred = evaluate(feats, cfg)
         result[name] = {k: round(v, 6) for k, v in metrics.items()}
         log(f"probe: {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -122,6 +168,7 @@ def probe(params: dict, features_dir: Path, metrics_path: Path, plots_dir: Path,
         if name == "simclr":
             confusion = [{"actual": str(classes[a]), "predicted": str(classes[b])} for a, b in zip(ty, pred)]
     plots_dir = Path(plots_dir)
+    save_embedding(plots_dir / "embedding.png", loaded, cfg)
     io.write_text(plots_dir / "per_class.csv", _csv(per_class))
     io.write_text(plots_dir / "confusion.csv", _csv(confusion))
     io.write_json(metrics_path, result)

@@ -14,6 +14,17 @@ except simclr_config.ParamsError as exc:
 validate(config, "../schemas/params.schema.yaml", set_default=True)
 
 DATASET = f"data/{config['data']['source']}"
+
+
+def all_cores():
+    """--cores (torch then uses them all); 1 where none is given (--report; cluster profiles set threads)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
+
+
+CORES = all_cores()
 MANIFEST = "data/manifest.json"
 
 

@@ -12,7 +12,7 @@ rule extract:
         "../envs/simclr.yaml"
     log:
         "logs/extract.log",
-    threads: workflow.cores
+    threads: CORES
     resources:
         gpu=1,
     shell:

@@ -9,6 +9,6 @@ rule validate:
         "../envs/simclr.yaml"
     log:
         "logs/validate.log",
-    threads: workflow.cores
+    threads: CORES
     shell:
         "simclr validate {input} --manifest {output} --config {params.cfg:q} 2>&1 | tee {log}"

@@ -1,0 +1,34 @@
+"""The kNN classifier shared by the probe and pretrain's monitor, against scikit-learn's answer."""
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.neighbors import KNeighborsClassifier
+
+from simclr.knn import knn_accuracy, knn_predict
+
+
+@pytest.mark.parametrize("k,t", [(5, 0.1), (20, 0.5)])
+def test_matches_sklearn_weighted_cosine_knn(k, t):
+    d = load_digits()
+    x, y = d.data.astype(np.float64), d.target
+    tr, ytr, te = x[:1200], y[:1200], x[1200:]
+    ref = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute",
+                               weights=lambda dist: np.exp((1 - dist) / t)).fit(tr, ytr).predict(te)
+    got = knn_predict(tr, ytr, te, k=k, t=t, n_classes=10, batch=100).numpy()
+    assert (got == ref).mean() > 0.995  # only exact distance ties may break differently
+    assert knn_accuracy(tr, ytr, te, y[1200:], 10, k, t) == pytest.approx((ref == y[1200:]).mean(), abs=0.005)
+
+
+def test_votes_are_weighted_by_similarity_not_counted():
+    # two far neighbours of class 1 against one near neighbour of class 0: with t small the near one wins
+    tr = torch.tensor([[1.0, 0.05], [0.2, 1.0], [0.25, 1.0]], dtype=torch.float64)
+    q = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([0, 1, 1])
+    assert knn_predict(tr, y, q, k=3, t=0.05, n_classes=2).item() == 0
+    assert knn_predict(tr, y, q, k=3, t=100.0, n_classes=2).item() == 1  # flat weights: a plain vote
+
+
+def test_caps_k_at_train_size():
+    pred = knn_predict(np.eye(3), np.array([0, 1, 2]), np.eye(3), k=200, t=0.1, n_classes=3)
+    assert pred.tolist() == [0, 1, 2]

@@ -1,0 +1,99 @@
+"""What a person watching a run sees: DVCLive files, the kNN monitor, progress bars or log lines."""
+import contextlib
+import io
+import json
+
+import pytest
+
+from conftest import micro_params_yaml, run_cli
+from simclr import config, pretrain as pt
+from simclr.progress import progress
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A 3-epoch micro pretrain with the kNN monitor every 2nd epoch, logged through DVCLive."""
+    base = tmp_path_factory.mktemp("live")
+    params = base / "params.yaml"
+    params.write_text(micro_params_yaml(**{"train.epochs": EPOCHS, "train.knn_every": 2}))
+    run_cli("prepare", "--params", params, "--out", base / "digits", check=True)
+    run_cli("validate", base / "digits", "--manifest", base / "manifest.json", "--params", params, check=True)
+    p = config.load_params(params)
+    pt.pretrain(p, base / "manifest.json", base / "model.pt", base / "live", base / "ckpt", log=lambda m: None)
+    return base, p
+
+
+def history(base, name):
+    lines = (base / "live" / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
+    header, rows = lines[0].split("\t"), [line.split("\t") for line in lines[1:]]
+    return header, rows
+
+
+def test_dvclive_writes_one_row_per_epoch_of_every_metric(run):
+    base, params = run
+    assert config.live_metrics(params) == ["loss", "lr", "epoch_time_s", "views_per_s", "gpu_peak_mib", "knn_top1"]
+    for name in config.live_metrics(params):
+        header, rows = history(base, name)
+        assert header == ["step", name]
+        expected = ["2"] if name == "knn_top1" else [str(e) for e in range(1, EPOCHS + 1)]
+        assert [r[0] for r in rows] == expected, name  # DVCLive's step is the epoch
+        assert all(float(r[1]) >= 0 for r in rows)
+    summary = json.loads((base / "live" / "metrics.json").read_text())
+    assert set(summary) == set(config.live_metrics(params)) | {"step"} and summary["step"] == EPOCHS
+    assert 0 <= summary["knn_top1"] <= 1
+    assert not (base / "live" / "dvc.yaml").exists()
+
+
+def test_knn_monitor_matches_the_probe_stage_knn_on_the_same_features(run):
+    """The on-device monitor and an independent route (extract's features + sklearn) agree."""
+    import numpy as np
+    import torch
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from simclr import model as model_lib
+    from simclr.data import load_split
+
+    base, params = run
+    net = model_lib.build(params, 0)
+    net.load_state_dict(torch.load(base / "model.pt", weights_only=False)["model"])
+    manifest = json.loads((base / "manifest.json").read_text())
+    splits = {s: load_split(manifest, s, params["model"]["input_size"]) for s in ("train", "test")}
+    got = pt.monitor_knn(net, splits, torch.device("cpu"), "fp32", False)
+    assert net.training  # the monitor hands the model back in train mode
+    feats = {s: model_lib.features(net.encoder, splits[s][0], 64, "cpu", contextlib.nullcontext).numpy() for s in splits}
+    k = min(200, len(feats["train"]))
+    ref = KNeighborsClassifier(k, metric="cosine", algorithm="brute", weights=lambda d: np.exp((1 - d) / 0.1))
+    ref.fit(feats["train"], splits["train"][1].numpy())
+    assert got == pytest.approx(np.mean(ref.predict(feats["test"]) == splits["test"][1].numpy()), abs=1 / 40)
+
+
+class Stream(io.StringIO):
+    def __init__(self, tty):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+def test_progress_is_plain_periodic_lines_off_a_terminal():
+    lines = []
+    stream = Stream(tty=False)
+    assert list(progress(range(5), 5, "epoch 1/2", lines.append, every_s=0, stream=stream)) == list(range(5))
+    assert lines == [f"epoch 1/2: {i}/5 ({line.split('(')[1]}" for i, line in zip(range(1, 5), lines)]
+    assert stream.getvalue() == ""  # no bar, no carriage returns in a log file
+
+
+def test_progress_is_a_tqdm_bar_on_a_terminal():
+    lines = []
+    stream = Stream(tty=True)
+    assert list(progress(range(5), 5, "extract", lines.append, stream=stream)) == list(range(5))
+    assert lines == [] and "\r" in stream.getvalue() and "extract" in stream.getvalue()
+
+
+def test_progress_of_other_ranks_is_silent():
+    lines, stream = [], Stream(tty=True)
+    assert list(progress(range(3), 3, "x", lines.append, every_s=0, stream=stream, enabled=False)) == [0, 1, 2]
+    assert lines == [] and stream.getvalue() == ""
