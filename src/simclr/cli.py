@@ -72,6 +72,9 @@ def cmd_pretrain(args) -> int:
     params = _params(args, "pretrain")
     gpus = params["train"]["gpus"]
     if gpus > 1 and "LOCAL_RANK" not in os.environ:
+        if params["train"]["batch_size"] % gpus:
+            raise ValueError(f"train.batch_size: expected a multiple of the {gpus} processes (train.gpus), "
+                             f"found {params['train']['batch_size']}")
         cmd = torchrun_command(gpus, args.argv)
         _log(f"pretrain: train.gpus is {gpus}; running {' '.join(cmd[1:5])} ...")
         sys.stdout.flush()

@@ -1,0 +1,43 @@
+"""Snakemake profiles: the SLURM one parses and asks for the GPUs train.gpus names (dry run, no cluster).
+
+Needs the `cluster` extra (snakemake-executor-plugin-slurm), which the test command installs."""
+import re
+import subprocess
+
+import pytest
+
+from conftest import BIN, copy_project, tool_env
+
+
+def dry_run(project, *args):
+    proc = subprocess.run([str(BIN / "snakemake"), "--dry-run", "--forceall", *args], cwd=project,
+                          capture_output=True, text=True, env=tool_env(), timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def job(out, rule):
+    """The dry-run block of one rule: its resources and shell command."""
+    block = out.split(f"rule {rule}:")[1].split("\n\n")[0]
+    resources = dict(kv.split("=", 1) for kv in re.search(r"resources: (.*)", block).group(1).split(", "))
+    command = re.search(r"Shell command: (.*)", out.split(f"rule {rule}:")[1]).group(1)
+    return resources, command
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_slurm_profile_dry_run_shows_pretrain_with_its_gpus(tmp_path, gpus):
+    project = copy_project(tmp_path / "project", **{"train.gpus": gpus})
+    out = dry_run(project, "--profile", "workflow/profiles/slurm")
+    resources, command = job(out, "pretrain")
+    assert resources["gpu"] == str(gpus) and resources["slurm_partition"] == "<gpu-partition>"
+    assert resources["cpus_per_gpu"] == "8"
+    launcher = "simclr pretrain" if gpus == 1 else "torchrun --standalone --nproc_per_node=2 -m simclr pretrain"
+    assert command.startswith(launcher + " "), command
+    assert job(out, "probe")[0]["slurm_partition"] == "<cpu-partition>" and "gpu" not in job(out, "probe")[0]
+
+
+def test_local_profile_dry_run(tmp_path):
+    project = copy_project(tmp_path / "project")
+    out = dry_run(project, "--profile", "workflow/profiles/local")
+    resources, command = job(out, "pretrain")
+    assert resources["gpu"] == "1" and command.startswith("simclr pretrain ")
