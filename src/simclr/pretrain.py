@@ -308,7 +308,7 @@ def _all_ranks(obj):
 
 
 def wrap_for_ranks(net: nn.Module, train: dict, device: torch.device, log) -> nn.Module:
-    """SyncBatchNorm (train.sync_bn, CUDA only in this torch) and DistributedDataParallel under torchrun."""
+    """Under torchrun, BatchNorm becomes SyncBatchNorm when train.sync_bn (CUDA only in this torch)."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return net
     if train["sync_bn"] and device.type == "cuda":
