@@ -95,3 +95,27 @@ def test_embedding_png_is_written_with_its_legend(feats, tmp_path, method):
 
 def test_class_colours_stay_distinct_beyond_twenty_classes():
     assert len(set(probe.class_colours(37))) == 37
+
+
+EMBED = """
+import sys
+import numpy as np
+from simclr import probe
+rng = np.random.default_rng(0)  # float32 512-d features in 10 clusters, as extract writes them
+x = (np.abs(rng.normal(size=(450, 512))) + np.repeat(rng.normal(size=(10, 512)), 45, axis=0)).astype(np.float32)
+np.save(sys.argv[1], probe.project_2d(x, "tsne", 0))
+"""
+
+
+def test_embedding_does_not_depend_on_the_thread_count(tmp_path):
+    """Snakemake runs probe with OMP_NUM_THREADS=1, DVC with every core: the picture must be the same."""
+    import os
+    import subprocess
+    import sys
+
+    maps = []
+    for threads in ("1", "2"):
+        env = dict(os.environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        subprocess.run([sys.executable, "-c", EMBED, str(tmp_path / f"{threads}.npy")], env=env, check=True)
+        maps.append(np.load(tmp_path / f"{threads}.npy"))
+    assert np.array_equal(*maps)

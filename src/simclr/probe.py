@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from . import io
 from .knn import knn_predict
@@ -98,11 +99,13 @@ def project_2d(x: np.ndarray, method: str, seed: int) -> np.ndarray:
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    x = StandardScaler().fit_transform(x)
-    if method == "pca":
-        return PCA(2, random_state=seed).fit_transform(x)
-    x = PCA(min(50, *x.shape), random_state=seed).fit_transform(x)
-    return TSNE(2, init="pca", perplexity=min(30.0, (len(x) - 1) / 3), random_state=seed).fit_transform(x)
+    with threadpool_limits(1):  # BLAS and OpenMP sums depend on the thread count; t-SNE amplifies that
+        x = StandardScaler().fit_transform(x)
+        if method == "pca":
+            return PCA(2, random_state=seed).fit_transform(x)
+        x = PCA(min(50, *x.shape), random_state=seed).fit_transform(x)
+        tsne = TSNE(2, init="pca", perplexity=min(30.0, (len(x) - 1) / 3), random_state=seed)
+        return tsne.fit_transform(x)
 
 
 def class_colours(n: int) -> list[str]:
