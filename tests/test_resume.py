@@ -1,6 +1,7 @@
 """pretrain survives interruption: atomic checkpoints, exact resume, fresh start on changed params, NaN guard."""
 import json
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -103,12 +104,17 @@ def test_sigterm_checkpoints_at_step_boundary_exits_nonzero_and_resumes(dataset,
     assert_same_weights(weights(tmp_path / "model.pt"), weights(reference / "model.pt"))
 
 
-def test_changed_training_param_starts_fresh(dataset, tmp_path):
+def killed_then_rerun_with(dataset, tmp_path, old: str, new: str):
+    """Kill a run after its first checkpoint, then rerun it with `old` replaced by `new` in params.yaml."""
     base, params = dataset
     start_and_signal(tmp_path, params, base / "manifest.json", signal.SIGKILL)
     changed = tmp_path / "params.yaml"
-    changed.write_text(params.read_text().replace("temperature: 0.5", "temperature: 0.3"))
-    proc = pretrain(tmp_path, changed, base / "manifest.json")
+    changed.write_text(params.read_text().replace(old, new))
+    return pretrain(tmp_path, changed, base / "manifest.json")
+
+
+def test_changed_training_param_starts_fresh(dataset, tmp_path):
+    proc = killed_then_rerun_with(dataset, tmp_path, "temperature: 0.5", "temperature: 0.3")
     assert proc.returncode == 0
     assert "belongs to other params, data or code" in proc.stdout and "starting fresh" in proc.stdout
     assert "resuming" not in proc.stdout
@@ -130,8 +136,6 @@ def test_finished_run_rerun_rewrites_its_outputs_without_training(dataset, refer
     base, params = dataset
     proc = pretrain(tmp_path, params, base / "manifest.json")
     (tmp_path / "model.pt").unlink()
-    import shutil
-
     shutil.rmtree(tmp_path / "live")
     again = pretrain(tmp_path, params, base / "manifest.json")
     assert again.returncode == 0 and f"resuming from epoch {EPOCHS + 1}" in again.stdout
@@ -140,11 +144,7 @@ def test_finished_run_rerun_rewrites_its_outputs_without_training(dataset, refer
 
 
 def test_resume_never_ignores_checkpoints(dataset, tmp_path):
-    base, params = dataset
-    start_and_signal(tmp_path, params, base / "manifest.json", signal.SIGKILL)
-    never = tmp_path / "params.yaml"
-    never.write_text(params.read_text().replace("resume: auto", "resume: never"))
-    proc = pretrain(tmp_path, never, base / "manifest.json")
+    proc = killed_then_rerun_with(dataset, tmp_path, "resume: auto", "resume: never")
     assert proc.returncode == 0 and "resuming" not in proc.stdout
 
 
@@ -186,8 +186,6 @@ def test_same_seed_twice_gives_identical_weights_and_probe_metrics(dataset, refe
 
 
 def test_fingerprint_covers_params_data_and_training_code(tmp_path):
-    import shutil
-
     from simclr import config, pretrain as pt
 
     params = config.validate_params({})

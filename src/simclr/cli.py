@@ -67,14 +67,12 @@ def torchrun_command(gpus: int, argv: list[str]) -> list[str]:
 
 
 def cmd_pretrain(args) -> int:
-    from .pretrain import Interrupted, pretrain
+    from .pretrain import Interrupted, pretrain, share_of
 
     params = _params(args, "pretrain")
     gpus = params["train"]["gpus"]
     if gpus > 1 and "LOCAL_RANK" not in os.environ:
-        if params["train"]["batch_size"] % gpus:
-            raise ValueError(f"train.batch_size: expected a multiple of the {gpus} processes (train.gpus), "
-                             f"found {params['train']['batch_size']}")
+        share_of(params["train"]["batch_size"], gpus)  # fail here, before starting the processes
         cmd = torchrun_command(gpus, args.argv)
         _log(f"pretrain: train.gpus is {gpus}; running {' '.join(cmd[1:5])} ...")
         sys.stdout.flush()

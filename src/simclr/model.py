@@ -5,6 +5,8 @@ import torch
 from torch import nn
 from torchvision import models
 
+from .progress import progress
+
 FEATURE_DIM = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 
 
@@ -47,8 +49,6 @@ def features(encoder: nn.Module, images: torch.Tensor, batch_size: int, device, 
     """h of uint8 images (N x 3 x S x S), in eval mode and without augmentation, on `device`.
     The encoder is left in eval mode; `autocast` is a context manager factory (precision);
     with `desc`, progress is shown (see progress.progress)."""
-    from .progress import progress
-
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     encoder.eval()
     out = []

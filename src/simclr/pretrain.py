@@ -94,11 +94,22 @@ class _Gather(torch.autograd.Function):
         return grad[r * ctx.rows:(r + 1) * ctx.rows]
 
 
+def distributed() -> bool:
+    """True inside a process group of more than one rank (torchrun with N > 1)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def share_of(batch: int, world: int) -> int:
+    """Images of each batch that one of `world` processes embeds."""
+    if batch % world:
+        raise ValueError(f"train.batch_size: expected a multiple of the {world} processes (train.gpus), "
+                         f"found {batch}")
+    return batch // world
+
+
 def gather(x: torch.Tensor) -> torch.Tensor:
     """Rows of every rank (identity in a single process)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return _Gather.apply(x)
-    return x
+    return _Gather.apply(x) if distributed() else x
 
 
 def _no_sync(net: nn.Module, sync: bool):
@@ -291,7 +302,7 @@ def stop_on_signals():
 
 def _any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank when `flag` is true on any (a signal reached only some ranks)."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
+    if not distributed():
         return flag
     t = torch.tensor([int(flag)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -300,7 +311,7 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
 
 def _all_ranks(obj):
     """[obj of rank 0, obj of rank 1, ...] on every rank."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
+    if not distributed():
         return [obj]
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
@@ -309,7 +320,7 @@ def _all_ranks(obj):
 
 def wrap_for_ranks(net: nn.Module, train: dict, device: torch.device, log) -> nn.Module:
     """Under torchrun, BatchNorm becomes SyncBatchNorm when train.sync_bn (CUDA only in this torch)."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
+    if not distributed():
         return net
     if train["sync_bn"] and device.type == "cuda":
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
@@ -370,13 +381,13 @@ def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, 
     set_determinism(train["deterministic"], device)
     set_threads(train["threads"])
     size = params["model"]["input_size"]
-    splits = {split: load_split(manifest, split, size) for split in ("train", "test")}  # uint8 N x 3 x S x S
+    monitor = rank == 0 and train["knn_every"] > 0  # only rank 0 evaluates the kNN monitor
+    splits = {split: load_split(manifest, split, size)  # uint8 N x 3 x S x S
+              for split in (("train", "test") if monitor else ("train",))}
     images = splits["train"][0].to(device)
     n = len(images)
     batch = min(train["batch_size"], n)
-    if batch % world:
-        raise ValueError(f"train.batch_size: expected a multiple of the {world} processes, found {batch}")
-    share = batch // world  # images of each batch this rank embeds
+    share = share_of(batch, world)
     chunk = min(train["chunk_size"] or share, share)
 
     net = model_lib.build(params, train["seed"]).to(device)
@@ -458,7 +469,7 @@ def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, 
                    "views_per_s": round(2 * batch * (per_epoch - first) / seconds, 1),
                    "gpu_peak_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
                    if device.type == "cuda" else 0.0}
-            if rank == 0 and train["knn_every"] and (epoch + 1) % train["knn_every"] == 0:
+            if monitor and (epoch + 1) % train["knn_every"] == 0:
                 row["knn_top1"] = round(monitor_knn(net, splits, device, train["precision"], train["channels_last"]), 6)
             rows.append(row)
             log(f"epoch {epoch + 1}/{train['epochs']}: loss {row['loss']:.4f}, lr {lr:.4g}, {seconds:.1f}s"
