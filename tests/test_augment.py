@@ -99,3 +99,12 @@ def test_same_generator_state_gives_same_views():
     a = A.augment(x, 16, CFG, torch.Generator().manual_seed(5))
     b = A.augment(x, 16, CFG, torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_compiled_render_equals_eager():
+    """train.compile compiles the augmentation's deterministic part; it must draw the same views."""
+    x = (torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 255).to(torch.uint8)
+    params = A.sample_views(16, 32, 32, CFG, torch.Generator().manual_seed(4), "cpu")
+    compiled = torch.compile(A.render, dynamic=False)
+    assert torch.allclose(compiled(x, params, 24), A.render(x, params, 24), atol=1e-5)

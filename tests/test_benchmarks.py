@@ -1,27 +1,59 @@
-"""The GPU reproduction command runs on CPU on a small subset, so it cannot rot."""
+"""The offline-GPU-node command: its CPU smoke mode runs every part, so it cannot rot before a GPU sees it."""
+import json
 import subprocess
+import sys
 
-from conftest import BIN, ROOT, make_layout, tool_env
+import pytest
+
+from conftest import ROOT, make_layout, tool_env
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import gpu_node  # noqa: E402
 
 
-def test_cifar10_gpu_script_runs_on_a_cpu_subset(tmp_path):
+@pytest.mark.slow
+def test_gpu_node_smoke_run_writes_the_whole_table(tmp_path):
     classes = ("airplane", "automobile", "bird")
-    root = make_layout(tmp_path / "cifar", classes=classes, per_class=6, size=32)
-    proc = subprocess.run(
-        ["bash", str(ROOT / "benchmarks" / "cifar10_gpu.sh"), str(root), "--limit-per-class", "4", "--epochs", "1",
-         "--device", "cpu", "--work", str(tmp_path / "run"),
-         "--set", "train.compile=false", "--set", "train.precision=fp32", "--set", "extract.precision=fp32",
-         "--set", "train.batch_size=8", "--set", "model.input_size=8", "--set", "probe.shots=1",
-         "--set", "probe.knn_k=5", "--set", "probe.c_num=2", "--set", "probe.val_fraction=0.5"],
-        capture_output=True, text=True, env=tool_env(), timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    table = proc.stdout.strip().splitlines()[-12:]
-    text = "\n".join(table)
-    for row in ("| epochs", "| time pretrain", "| views/s", "| peak GPU memory", "| linear top-1 (simclr / random)",
-                "| kNN top-1", "| 1-shot top-1"):
-        assert row in text, text
-    epochs = [line for line in table if line.startswith("| epochs")]
-    assert epochs and epochs[0].rstrip().endswith("| 1 |")
-    # the subset really is 4 per class and split
-    manifest = (tmp_path / "run" / "manifest.json").read_text()
-    assert '"images": 12' in manifest
+    root = make_layout(tmp_path / "cifar", classes=classes, per_class=14, size=32)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_node.py"), "run", "--data", str(root),
+                           "--out", str(out), "--work", str(tmp_path / "work"), "--smoke"],
+                          capture_output=True, text=True, env=tool_env(), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    table = (out / "results.md").read_text()
+    assert table in proc.stdout  # printed and written: the same table
+    for row in ("| time: pretrain |", "| time: probe |", "| epochs run / planned | 2 / 2 |", "| views/s",
+                "| linear top-1 (SimCLR / random-init) |", "| kNN top-1, k=", "| 2-shot top-1",
+                "| augmented views/s: batched on cpu vs per-image DataLoader (2 workers) |",
+                "| full step vs model-only", "| exact, batch 16 in chunks of 4 vs 16 at once |",
+                "| kNN monitor (epoch: top-1) | 1: "):
+        assert row in table, row
+    assert "FAILED" not in table
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["probe"]) == {"simclr", "random"}
+    assert len(results["pretrain"]["epoch_time_s"]) == 2 and len(results["pretrain"]["knn"]) == 2
+    # the smoke subset really is 12 images per class and split
+    manifest = json.loads((tmp_path / "work" / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["images"] == 36
+
+
+def test_dependency_check_names_a_package_the_node_lacks_or_has_too_old(monkeypatch, capsys):
+    assert gpu_node.cmd_check(None) == 0  # this environment satisfies pyproject.toml
+    monkeypatch.setattr(gpu_node, "requirements", lambda: ["torch>=99", "surely-not-installed-pkg", "numpy"])
+    assert gpu_node.cmd_check(None) == 1
+    err = capsys.readouterr().err
+    assert "error: pyproject.toml: torch: needed >=99, found " in err
+    assert "error: pyproject.toml: surely-not-installed-pkg: needed (any version), not installed" in err
+    assert "numpy" not in err
+
+
+def test_install_skips_what_is_there_and_refuses_an_empty_wheel_folder(tmp_path, capsys):
+    import argparse
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with pytest.raises(SystemExit, match="expected the carried wheels"):
+        gpu_node.cmd_install(argparse.Namespace(wheels=str(wheels), site=str(tmp_path / "site")))
+    (wheels / "numpy-1.0.0-py3-none-any.whl").write_bytes(b"")  # installed already: never opened
+    assert gpu_node.cmd_install(argparse.Namespace(wheels=str(wheels), site=str(tmp_path / "site"))) == 0
+    assert "numpy" in capsys.readouterr().out and not (tmp_path / "site").exists()

@@ -37,7 +37,7 @@ def test_dvclive_writes_one_row_per_epoch_of_every_metric(run):
     for name in config.live_metrics(params):
         header, rows = history(base, name)
         assert header == ["step", name]
-        expected = ["2"] if name == "knn_top1" else [str(e) for e in range(1, EPOCHS + 1)]
+        expected = ["2", "3"] if name == "knn_top1" else [str(e) for e in range(1, EPOCHS + 1)]  # kNN: every 2nd and the last
         assert [r[0] for r in rows] == expected, name  # DVCLive's step is the epoch
         assert all(float(r[1]) >= 0 for r in rows)
     summary = json.loads((base / "live" / "metrics.json").read_text())
@@ -97,3 +97,40 @@ def test_progress_of_other_ranks_is_silent():
     lines, stream = [], Stream(tty=True)
     assert list(progress(range(3), 3, "x", lines.append, every_s=0, stream=stream, enabled=False)) == [0, 1, 2]
     assert lines == [] and stream.getvalue() == ""
+
+
+def test_plain_writer_writes_what_dvclive_writes(tmp_path):
+    """Without dvclive (an offline GPU node), pretrain's own writer leaves the same files and values."""
+    from dvclive import Live
+
+    rows = [{"epoch": 1, "loss": 4.5, "lr": 0.1}, {"epoch": 2, "loss": 4.25, "lr": 0.05, "knn_top1": 0.5}]
+    folders = {}
+    for name, make in (("dvclive", lambda d: Live(dir=str(d), save_dvc_exp=False, dvcyaml=None)),
+                       ("plain", pt.PlainLive)):
+        folder = tmp_path / name
+        live = make(folder)
+        for row in rows:
+            pt.log_epoch(live, row)
+        live.end()
+        folders[name] = folder
+    for metric in ("loss", "lr", "knn_top1"):
+        files = [(f / "plots" / "metrics" / f"{metric}.tsv").read_text() for f in folders.values()]
+        assert files[0] == files[1], metric
+    summaries = [json.loads((f / "metrics.json").read_text()) for f in folders.values()]
+    assert summaries[0] == summaries[1] == {"loss": 4.25, "lr": 0.05, "knn_top1": 0.5, "step": 2}
+
+
+def test_pretrain_falls_back_to_the_plain_writer_without_dvclive(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_dvclive(name, *args, **kwargs):
+        if name == "dvclive" or name.startswith("dvclive."):
+            raise ImportError("No module named 'dvclive'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_dvclive)
+    live = pt.open_live(tmp_path / "live", [{"epoch": 1, "loss": 3.0}])
+    assert isinstance(live, pt.PlainLive)
+    assert (tmp_path / "live" / "plots" / "metrics" / "loss.tsv").read_text() == "step\tloss\n1\t3.0\n"

@@ -60,3 +60,39 @@ def test_schedule_endpoints(warmup):
     assert all(a >= b for a, b in zip(after, after[1:]))
     mid = warmup + (total - warmup) // 2
     assert lrs[mid] == pytest.approx(0.5 * peak * (1 + math.cos(math.pi * (mid - warmup) / (total - warmup))))
+
+
+def textbook_lars(params, grads_per_step, lr, momentum, wd, eta, clip):
+    """LARS written out one parameter at a time (the formula, not the implementation under test)."""
+    params = [p.detach().clone() for p in params]
+    bufs = [None] * len(params)
+    for grads in grads_per_step:
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if p.ndim > 1:  # adapted and decayed
+                d = g + wd * p
+                ratio = eta * p.norm() / d.norm()
+                d = d * (min(ratio, 1.0) if clip else ratio)
+            else:
+                d = g
+            bufs[i] = d.clone() if bufs[i] is None else momentum * bufs[i] + d
+            p -= lr * bufs[i]
+    return params
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_lars_equals_the_textbook_formula_over_several_steps(clip):
+    m = make_model()
+    start = [p.detach().clone() for p in m.parameters()]
+    g = torch.Generator().manual_seed(1)
+    steps = [[torch.randn(p.shape, generator=g) for p in m.parameters()] for _ in range(3)]
+    eta = 5.0  # large enough that the ratio exceeds 1 and clipping binds
+    opt = LARS(param_groups(m, 0.01), lr=0.1, momentum=0.9, trust_coefficient=eta, clip_lr=clip)
+    for grads in steps:
+        for p, gr in zip(m.parameters(), grads):
+            p.grad = gr.clone()
+        opt.step()
+    expected = textbook_lars(start, steps, 0.1, 0.9, 0.01, eta, clip)
+    for p, e in zip(m.parameters(), expected):
+        assert torch.allclose(p, e, atol=1e-6)
+    w, d = start[0], steps[0][0] + 0.01 * start[0]
+    assert eta * w.norm() / d.norm() > 1  # so the clipped case really differs from the unclipped one

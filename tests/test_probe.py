@@ -20,18 +20,31 @@ def feats():
 
 def test_c_is_chosen_on_held_out_train_never_on_test(feats, monkeypatch):
     seen = []
-    real = probe.choose_c
+    real = probe._accuracy
 
-    def spy(x, y, *args, **kwargs):
-        seen.append(x)
-        return real(x, y, *args, **kwargs)
+    def spy(x, y, tx, ty, c, max_iter):
+        seen.append((x, tx))
+        return real(x, y, tx, ty, c, max_iter)
 
-    monkeypatch.setattr(probe, "choose_c", spy)
-    metrics, _ = probe.evaluate(feats, CFG)
-    assert len(seen) == 1 and seen[0] is feats["train_x"]
+    monkeypatch.setattr(probe, "_accuracy", spy)
+    metrics, _ = probe.evaluate(feats, CFG, jobs=1)  # in-process, so the spy sees every grid fit
+    train_rows = {row.tobytes() for row in feats["train_x"]}
+    assert len(seen) == CFG["c_num"]
+    for x, tx in seen:  # fitted and scored on two disjoint parts of train
+        assert {r.tobytes() for r in x} <= train_rows and {r.tobytes() for r in tx} <= train_rows
+        assert not {r.tobytes() for r in x} & {r.tobytes() for r in tx}
     grid = np.geomspace(CFG["c_min"], CFG["c_max"], CFG["c_num"])
-    c, scores = real(feats["train_x"], feats["train_y"], grid, CFG["val_fraction"], CFG["max_iter"], CFG["seed"])
+    c, scores = probe.choose_c(feats["train_x"], feats["train_y"], grid, CFG["val_fraction"], CFG["max_iter"],
+                               CFG["seed"])
     assert metrics["linear_C"] == c == grid[int(np.argmax(scores))]
+
+
+def test_parallel_and_in_process_evaluation_agree(feats):
+    both = {"a": feats, "b": dict(feats, train_x=feats["train_x"][:, ::-1].copy())}
+    pooled = probe.evaluate_all(both, CFG, jobs=2)
+    for name in both:
+        single, pred = probe.evaluate(both[name], CFG, jobs=1)
+        assert pooled[name][0] == single and (pooled[name][1] == pred).all()
 
 
 def test_choice_follows_validation_not_test(feats):
@@ -51,17 +64,12 @@ def test_linear_probe_is_accurate_on_real_features(feats):
     assert m["knn_top1"] > 0.9
 
 
-def test_few_shot_uses_exactly_shots_per_class(feats, monkeypatch):
-    sizes = []
-    real = probe.fit_logistic
-
-    def spy(x, y, c, max_iter):
-        sizes.append(np.bincount(y, minlength=10))
-        return real(x, y, c, max_iter)
-
-    monkeypatch.setattr(probe, "fit_logistic", spy)
-    probe.few_shot(feats["train_x"], feats["train_y"], feats["test_x"], feats["test_y"], 3, 2, 0.1, 300, 0)
-    assert len(sizes) == 2 and all((s == 3).all() for s in sizes)
+def test_few_shot_draws_exactly_shots_per_class(feats):
+    draws = probe.shot_indices(feats["train_y"], 3, 2, 0)
+    assert len(draws) == 2 and not np.array_equal(draws[0], draws[1])
+    for idx in draws:
+        assert (np.bincount(feats["train_y"][idx], minlength=10) == 3).all()
+    assert all(np.array_equal(a, b) for a, b in zip(draws, probe.shot_indices(feats["train_y"], 3, 2, 0)))
 
 
 def test_embedding_figure_has_one_legend_entry_and_colour_per_class(feats):

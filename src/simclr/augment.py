@@ -143,7 +143,7 @@ def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tens
     v - v s clamp(min(k, 4 - k), 0, 1) with k = (n + 6h) mod 6 (same values as torchvision's
     six-case version, without building all six cases). h, s, v: N x H x W; returns N x 3 x H x W."""
     h, s, v = h.unsqueeze(1), s.unsqueeze(1), v.unsqueeze(1)
-    n = torch.tensor([5.0, 3.0, 1.0], device=v.device, dtype=v.dtype).view(1, 3, 1, 1)
+    n = torch.arange(5.0, 0.0, -2.0, device=v.device, dtype=v.dtype).view(1, 3, 1, 1)  # 5, 3, 1, made on the device
     k = torch.remainder(n + 6.0 * h, 6.0)  # N x 3 x H x W
     return v - v * s * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
 
@@ -158,13 +158,14 @@ JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
     """Per-sample jitter. factors: N x 4 (brightness, contrast, saturation, hue); order: N x 4
-    permutations of 0..3; apply: N bool. Each op runs once per position on the samples that take it."""
-    x = x.clone()
+    permutations of 0..3; apply: N bool. At each of the four positions every op runs on the whole
+    batch and each sample keeps the result of the op its order puts there (mask selection: no
+    data-dependent shapes, so no device-to-host sync; four times the arithmetic of gathering the
+    samples that take each op, which is small beside the network)."""
     for pos in range(4):
         for op_index, op in enumerate(JITTER_OPS):
-            idx = torch.nonzero(apply & (order[:, pos] == op_index)).squeeze(1)
-            if len(idx):
-                x[idx] = op(x[idx], factors[idx, op_index])
+            take = (apply & (order[:, pos] == op_index)).view(-1, 1, 1, 1)  # N x 1 x 1 x 1
+            x = torch.where(take, op(x, factors[:, op_index]), x)
     return x
 
 
@@ -182,19 +183,35 @@ def sample_jitter(n: int, cfg: AugmentConfig, g: torch.Generator, device):
     return factors, order, apply
 
 
-def augment(images: torch.Tensor, size: int, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+def sample_views(n: int, height: int, width: int, cfg: AugmentConfig, g: torch.Generator, device) -> dict:
+    """Every random choice of n views (crop boxes, flips, jitter factors, order and use, grayscale),
+    drawn from g on the device."""
+    boxes = sample_crop_boxes(n, height, width, cfg, g, device)  # n x 4
+    flip = torch.rand(n, generator=g, device=device) < cfg.flip_p
+    factors, order, apply = sample_jitter(n, cfg, g, device)  # n x 4, n x 4, n
+    gray = torch.rand(n, generator=g, device=device) < cfg.gray_p
+    return {"boxes": boxes, "flip": flip, "factors": factors, "order": order, "apply": apply, "gray": gray}
+
+
+def render(images: torch.Tensor, p: dict, size: int) -> torch.Tensor:
+    """The views drawn in p, of uint8 images N x 3 x H x W; float N x 3 x size x size in [0, 1].
+    No randomness and no data-dependent shapes, so torch.compile can fuse it (train.compile)."""
+    x = images.float().div_(255)
+    x = resized_crop(x, p["boxes"], size).clamp_(0, 1)
+    x = torch.where(p["flip"].view(-1, 1, 1, 1), x.flip(-1), x)
+    x = color_jitter(x, p["factors"], p["order"], p["apply"])
+    return torch.where(p["gray"].view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
+
+
+def augment(images: torch.Tensor, size: int, cfg: AugmentConfig, g: torch.Generator, render=render) -> torch.Tensor:
     """One random view of each image. images: uint8 N x 3 x H x W (on the device); returns float N x 3 x size x size in [0, 1]."""
     n, _, height, width = images.shape
-    device = images.device
-    x = images.float().div_(255)
-    x = resized_crop(x, sample_crop_boxes(n, height, width, cfg, g, device), size).clamp_(0, 1)
-    flip = torch.rand(n, generator=g, device=device) < cfg.flip_p
-    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-    x = color_jitter(x, *sample_jitter(n, cfg, g, device))
-    gray = torch.rand(n, generator=g, device=device) < cfg.gray_p
-    return torch.where(gray.view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
+    return render(images, sample_views(n, height, width, cfg, g, images.device), size)
 
 
-def two_views(images: torch.Tensor, size: int, cfg: AugmentConfig, g: torch.Generator):
-    """The SimCLR pair: two independent views of the same images."""
-    return augment(images, size, cfg, g), augment(images, size, cfg, g)
+def two_views(images: torch.Tensor, size: int, cfg: AugmentConfig, g: torch.Generator, render=render):
+    """The SimCLR pair: two independent views of the same images, made in one batch of 2N (half
+    the kernel launches of two calls; on a GPU the augmentation is launch-bound)."""
+    n = len(images)
+    both = augment(torch.cat([images, images]), size, cfg, g, render)  # 2N x 3 x size x size
+    return both[:n], both[n:]

@@ -25,14 +25,14 @@ STAGE_PARAMS: dict[str, list[str]] = {
 }
 
 # What pretrain logs through DVCLive each epoch (plots/metrics/<name>.tsv); knn_top1 only on
-# the epochs of train.knn_every.
+# the epochs of train.knn_every and the last.
 LIVE_METRICS = ("loss", "lr", "epoch_time_s", "views_per_s", "gpu_peak_mib")
 
 
 def live_metrics(params: dict) -> list[str]:
     """The per-epoch metric files a pretrain run with these params writes."""
     train = params["train"]
-    knn = 0 < train["knn_every"] <= train["epochs"]
+    knn = train["knn_every"] > 0
     return [*LIVE_METRICS, *(["knn_top1"] if knn else [])]
 
 

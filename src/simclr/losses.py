@@ -16,5 +16,5 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     logits = z @ z.T / temperature  # 2N x 2N cosine similarities / t
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(self_mask, float("-inf"))  # an anchor is not its own negative
-    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    positives = torch.arange(2 * n, device=z.device).roll(n)  # anchor i's positive: i + N (mod 2N)
     return F.cross_entropy(logits, positives)

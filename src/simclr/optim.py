@@ -23,12 +23,15 @@ class LARS(torch.optim.Optimizer):
     """SGD with momentum whose per-layer step is scaled by the trust ratio eta * ||w|| / ||g + wd w||.
 
     Groups with lars_exclude=True (biases, BN) take the plain momentum step with no weight decay.
+    clip_lr caps the ratio at 1 (per-layer lr = min(ratio x lr, lr)), as solo-learn's CIFAR recipes
+    do. One step is a handful of multi-tensor (torch._foreach_*) kernels per group and reads
+    nothing back to the host.
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 trust_coefficient: float = 0.001):
+                 trust_coefficient: float = 0.001, clip_lr: bool = False):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                        trust_coefficient=trust_coefficient, lars_exclude=False)
+                        trust_coefficient=trust_coefficient, clip_lr=clip_lr, lars_exclude=False)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -38,25 +41,31 @@ class LARS(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                d = p.grad
-                if group["weight_decay"]:
-                    d = d.add(p, alpha=group["weight_decay"])
-                if not group["lars_exclude"]:
-                    w_norm = torch.linalg.vector_norm(p)
-                    d_norm = torch.linalg.vector_norm(d)
-                    trust = torch.where((w_norm > 0) & (d_norm > 0),
-                                        group["trust_coefficient"] * w_norm / d_norm,
-                                        torch.ones_like(w_norm))
-                    d = d.mul(trust)
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.clone(d).detach()
-                else:
-                    state["momentum_buffer"].mul_(group["momentum"]).add_(d)
-                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            d = [p.grad for p in params]
+            if group["weight_decay"]:
+                d = torch._foreach_add(d, params, alpha=group["weight_decay"])
+            if not group["lars_exclude"]:
+                w_norm = torch.stack(torch._foreach_norm(params))  # one norm per layer
+                d_norm = torch.stack(torch._foreach_norm(d))
+                trust = torch.where((w_norm > 0) & (d_norm > 0), group["trust_coefficient"] * w_norm / d_norm,
+                                    torch.ones_like(w_norm))
+                if group["clip_lr"]:
+                    trust = trust.clamp(max=1.0)
+                d = torch._foreach_mul(d, list(trust.unbind()))
+            states = [self.state[p] for p in params]
+            running = [(st["momentum_buffer"], dp) for st, dp in zip(states, d) if "momentum_buffer" in st]
+            if running:  # buf = momentum x buf + d
+                bufs, steps = map(list, zip(*running))
+                torch._foreach_mul_(bufs, group["momentum"])
+                torch._foreach_add_(bufs, steps)
+            for st, dp in zip(states, d):  # a first step starts the buffer at the step itself
+                if "momentum_buffer" not in st:
+                    st["momentum_buffer"] = dp.clone().detach()
+            bufs = [st["momentum_buffer"] for st in states]
+            torch._foreach_add_(params, bufs, alpha=-group["lr"])
         return loss
 
 
@@ -64,7 +73,8 @@ def build(model: nn.Module, optim: dict, batch_size: int) -> torch.optim.Optimiz
     groups = param_groups(model, optim["weight_decay"])
     lr = peak_lr(optim, batch_size)
     if optim["name"] == "lars":
-        return LARS(groups, lr=lr, momentum=optim["momentum"], trust_coefficient=optim["trust_coefficient"])
+        return LARS(groups, lr=lr, momentum=optim["momentum"], trust_coefficient=optim["trust_coefficient"],
+                    clip_lr=optim.get("clip_lr", False))
     return torch.optim.SGD(groups, lr=lr, momentum=optim["momentum"])
 
 

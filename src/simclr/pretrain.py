@@ -24,7 +24,7 @@ gradient of the global-batch loss. BatchNorm becomes SyncBatchNorm when train.sy
 Only rank 0 writes checkpoints, logs and the model.
 
 Logging: DVCLive, one step per epoch (loss, lr, epoch time, views/s, peak GPU memory and, every
-train.knn_every epochs, the kNN monitor accuracy on the test split), into the folder given by
+train.knn_every epochs and at the last, the kNN monitor accuracy on the test split), into the folder given by
 --live-dir. It never writes dvc.yaml and never saves a DVC experiment itself: under `dvc exp run` DVC
 records the experiment, and under Snakemake there is none to record.
 """
@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -153,9 +154,10 @@ def _set_rng_state(state, device: torch.device) -> None:
 
 
 def step_gradients(net: nn.Module, v1: torch.Tensor, v2: torch.Tensor, temperature: float,
-                   chunk_size: int, accumulate: str, precision: str = "fp32", gather=gather) -> float:
-    """Accumulate into .grad the gradient of one SimCLR step on views v1, v2 (B x C x H x W each); return the loss.
+                   chunk_size: int, accumulate: str, precision: str = "fp32", gather=gather) -> torch.Tensor:
+    """Accumulate into .grad the gradient of one SimCLR step on views v1, v2 (B x C x H x W each).
 
+    Returns the loss as a 0-dim tensor on the device (read it back when needed: no host sync here).
     Under DDP, v1 and v2 are this rank's share and `gather` makes every loss global."""
     b = len(v1)
     device = v1.device
@@ -167,13 +169,13 @@ def step_gradients(net: nn.Module, v1: torch.Tensor, v2: torch.Tensor, temperatu
         return z[: e - a], z[e - a:]
 
     if accumulate == "naive" or len(bounds) == 1:
-        total = 0.0
+        total = torch.zeros((), device=device)
         for k, (a, e) in enumerate(bounds):
             with _no_sync(net, k == len(bounds) - 1):
                 z1, z2 = embed(a, e)
                 loss = nt_xent(gather(z1), gather(z2), temperature) * ((e - a) / b)
                 loss.backward()
-            total += loss.item()
+            total += loss.detach()
         return total
 
     # exact: 1) embed every chunk without a graph, remembering the RNG state each forward saw
@@ -195,7 +197,40 @@ def step_gradients(net: nn.Module, v1: torch.Tensor, v2: torch.Tensor, temperatu
             with _no_sync(net, k == len(bounds) - 1):
                 z1, z2 = embed(a, e)
                 torch.autograd.backward([z1, z2], [l1.grad.to(z1.dtype), l2.grad.to(z2.dtype)])
-    return loss.item()
+    return loss.detach()
+
+
+def view_maker(params: dict, gen: torch.Generator):
+    """images -> (v1, v2): the two augmented views pretrain trains on. With train.compile, the
+    deterministic part (crop, flip, jitter, grayscale given the drawn parameters) is compiled too:
+    eager, it is a few hundred small kernels, launch-bound on a GPU."""
+    cfg = aug.AugmentConfig.from_params(params["augment"])
+    render = torch.compile(aug.render, dynamic=False) if params["train"]["compile"] else aug.render
+    size = params["model"]["input_size"]
+    return lambda images: aug.two_views(images, size, cfg, gen, render)
+
+
+def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, lr: float, train: dict,
+               chunk: int, views) -> torch.Tensor:
+    """One optimiser step on uint8 images (B x 3 x H x W, on the device): two augmented views
+    (`views`, from view_maker), the gradient of train.accumulate over chunks, the update. Returns
+    the loss on the device: nothing here reads back to the host (benchmarks/gpu_node.py runs it
+    under CUDA's sync debug mode)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    v1, v2 = views(images)  # B x 3 x size x size each, in [0, 1]
+    if train["channels_last"]:
+        v1 = v1.contiguous(memory_format=torch.channels_last)
+        v2 = v2.contiguous(memory_format=torch.channels_last)
+    optimizer.zero_grad(set_to_none=True)
+    loss = step_gradients(net, v1, v2, train["temperature"], chunk, train["accumulate"], train["precision"])
+    optimizer.step()
+    return loss
+
+
+# Per-step losses stay on the device and are read back this often (and at every epoch end,
+# checkpoint and signal): one host sync per READ_LOSS_EVERY steps instead of one per step.
+READ_LOSS_EVERY = 50
 
 
 def steps_per_epoch(n_images: int, batch_size: int) -> int:
@@ -341,11 +376,40 @@ def monitor_knn(net: model_lib.SimCLR, splits: dict, device: torch.device, preci
     return knn_accuracy(feats["train"], train_y.to(device), feats["test"], test_y, len(classes))
 
 
-def open_live(live_dir: Path, rows: list[dict]):
-    """A DVCLive logger that writes only into live_dir (no dvc.yaml, no `dvc exp save`), holding `rows`."""
-    from dvclive import Live
+class PlainLive:
+    """DVCLive's files (metrics.json and plots/metrics/<name>.tsv, one row per step) written without
+    dvclive, for machines that have torch but not the DVC stack (an offline GPU node)."""
 
-    live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None)  # starts the folder afresh
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.step = 0
+        self.latest: dict = {}
+        shutil.rmtree(self.folder / "plots" / "metrics", ignore_errors=True)  # a fresh run, as Live() starts
+        (self.folder / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
+
+    def log_metric(self, name: str, value) -> None:
+        path = self.folder / "plots" / "metrics" / f"{name}.tsv"
+        new = not path.exists()
+        with path.open("a") as f:
+            f.write((f"step\t{name}\n" if new else "") + f"{self.step}\t{value}\n")
+        self.latest[name] = value
+
+    def make_summary(self) -> None:
+        io.write_json(self.folder / "metrics.json", {**self.latest, "step": self.step})
+
+    def end(self) -> None:
+        self.make_summary()
+
+
+def open_live(live_dir: Path, rows: list[dict]):
+    """A DVCLive logger that writes only into live_dir (no dvc.yaml, no `dvc exp save`), holding `rows`;
+    the same files without dvclive where it is not installed."""
+    try:
+        from dvclive import Live
+    except ImportError:
+        live = PlainLive(live_dir)
+    else:
+        live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None)  # starts the folder afresh
     for row in rows:  # a resumed run replays its logged epochs, so the folder is the uninterrupted one
         log_epoch(live, row)
     return live
@@ -404,7 +468,7 @@ def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, 
     gen = torch.Generator(device=device).manual_seed(train["seed"])  # data order: the same on every rank
     # augmentation: its own stream per rank under DDP (a single process keeps one stream for both)
     aug_gen = gen if world == 1 else torch.Generator(device=device).manual_seed(train["seed"] * 1000 + 1 + rank)
-    aug_cfg = aug.AugmentConfig.from_params(params["augment"])
+    views = view_maker(params, aug_gen)
     log(f"pretrain: {n} images, batch {batch} ({world} x {share}, chunk {chunk}, {train['accumulate']}), "
         f"{per_epoch} steps/epoch x {train['epochs']} epochs, peak lr {peak:.4g}, device {device}")
 
@@ -429,6 +493,24 @@ def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, 
                         "model": net.state_dict(), "optimizer": optimizer.state_dict(), "rng": rngs})
 
     live = open_live(live_dir, rows) if rank == 0 else None
+    pending: list[torch.Tensor] = []  # this epoch's losses not yet read back (0-dim, on the device)
+
+    def read_losses() -> None:
+        """Move pending losses to the host in one transfer; stop at the first non-finite one."""
+        nonlocal pending
+        if not pending:
+            return
+        values = torch.stack(pending).tolist()
+        first = step - len(values)  # global index of pending[0]
+        pending = []
+        for k, value in enumerate(values):
+            if not np.isfinite(value):
+                at = first + k
+                kept = f"last good checkpoint kept in {ckpts.folder}" if ckpts.last.exists() else "no checkpoint yet"
+                raise FloatingPointError(f"pretrain: non-finite loss ({value}) at epoch {at // per_epoch + 1}, "
+                                         f"step {at + 1}; {kept}; no model written")
+        losses.extend(values)
+
     net.train()
     with stop_on_signals() as caught:
         while epoch < train["epochs"]:
@@ -440,36 +522,26 @@ def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, 
                              log, enabled=rank == 0)
             for i in steps:
                 lr = optim_lib.lr_at(step, total, warmup, peak)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
                 mine = order[i * batch:(i + 1) * batch][rank * share:(rank + 1) * share]
-                v1, v2 = aug.two_views(images[mine], size, aug_cfg, aug_gen)  # share x 3 x S x S each, in [0, 1]
-                if train["channels_last"]:
-                    v1 = v1.contiguous(memory_format=torch.channels_last)
-                    v2 = v2.contiguous(memory_format=torch.channels_last)
-                optimizer.zero_grad(set_to_none=True)
-                loss = step_gradients(step_net, v1, v2, train["temperature"], chunk, train["accumulate"],
-                                      train["precision"])
-                if not np.isfinite(loss):
-                    kept = f"last good checkpoint kept in {ckpts.folder}" if ckpts.last.exists() else "no checkpoint yet"
-                    raise FloatingPointError(f"pretrain: non-finite loss ({loss}) at epoch {epoch + 1}, "
-                                             f"step {step + 1}; {kept}; no model written")
-                optimizer.step()
-                losses.append(loss)
+                pending.append(train_step(step_net, optimizer, images[mine], lr, train, chunk, views))
                 step += 1
+                if len(pending) == READ_LOSS_EVERY:
+                    read_losses()
                 if _any_rank(bool(caught), device):
+                    read_losses()
                     save(i + 1)
                     signum = caught[0] if caught else signal.SIGTERM
                     raise Interrupted(signum, f"pretrain: stopped by {signal.Signals(signum).name} at epoch "
                                       f"{epoch + 1}, step {step}; checkpoint written to {ckpts.last}; "
                                       "run the same command again to resume")
+            read_losses()
             seconds = time.perf_counter() - start
             row = {"epoch": epoch + 1, "loss": sum(losses) / len(losses), "lr": lr,
                    "epoch_time_s": round(seconds, 3),
                    "views_per_s": round(2 * batch * (per_epoch - first) / seconds, 1),
                    "gpu_peak_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
                    if device.type == "cuda" else 0.0}
-            if monitor and (epoch + 1) % train["knn_every"] == 0:
+            if monitor and ((epoch + 1) % train["knn_every"] == 0 or epoch + 1 == train["epochs"]):
                 row["knn_top1"] = round(monitor_knn(net, splits, device, train["precision"], train["channels_last"]), 6)
             rows.append(row)
             log(f"epoch {epoch + 1}/{train['epochs']}: loss {row['loss']:.4f}, lr {lr:.4g}, {seconds:.1f}s"
