@@ -37,12 +37,21 @@ pyver=$("$work/venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info
 echo "== 2. offline/ for Python $pyver"
 bash "$root/benchmarks/gpu_node_bundle.sh" --python-version "$pyver"
 if [ ! -f "$root/offline/cifar10-jpg.tar.gz" ]; then   # no real CIFAR-10 here: a generated layout
-  "$work/venv/bin/python" - "$work" "$root/benchmarks" <<'PY'
+  "$work/venv/bin/python" - "$work/layout/cifar10" <<'PY'
 import sys
 from pathlib import Path
-sys.path.insert(0, sys.argv[2])
-from validate_speed import generate
-generate(Path(sys.argv[1]) / "layout" / "cifar10", 1000)
+import numpy as np
+from PIL import Image
+root, rng = Path(sys.argv[1]), np.random.default_rng(0)
+classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+root.mkdir(parents=True)
+(root / "class.txt").write_text("".join(f"{c} {i}\n" for i, c in enumerate(classes)))
+for split, per_class in (("train", 40), ("test", 20)):
+    for c in classes:
+        (root / split / c).mkdir(parents=True)
+        for k in range(per_class):  # smooth random 32x32 images, as JPEG like the real copy
+            small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(small).resize((32, 32), Image.BILINEAR).save(root / split / c / f"{k:04d}.jpg")
 PY
   tar -czf "$root/offline/cifar10-jpg.tar.gz" -C "$work/layout" cifar10
 fi

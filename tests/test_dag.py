@@ -10,6 +10,8 @@ import yaml
 from conftest import BIN, ROOT, tool_env
 from simclr import config
 
+pytestmark = pytest.mark.slow  # real snakemake/dvc/torchrun subprocesses or whole micro runs
+
 STAGES = ["prepare", "validate", "pretrain", "extract", "probe"]
 
 

@@ -13,6 +13,8 @@ from torch.nn.parallel import DistributedDataParallel
 from conftest import BIN, micro_params_yaml, run_cli
 from simclr import config, model as model_lib, pretrain as pt
 
+pytestmark = pytest.mark.slow  # real snakemake/dvc/torchrun subprocesses or whole micro runs
+
 WORLD, BATCH, SIZE = 2, 8, 8
 
 

@@ -6,6 +6,8 @@ import pytest
 
 from conftest import BIN, copy_project, tool_env
 
+pytestmark = pytest.mark.slow  # real snakemake/dvc/torchrun subprocesses or whole micro runs
+
 
 def sh(cwd, *cmd, check=True):
     exe = str(BIN / cmd[0]) if cmd[0] == "dvc" else cmd[0]

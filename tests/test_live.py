@@ -9,6 +9,8 @@ from conftest import micro_params_yaml, run_cli
 from simclr import config, pretrain as pt
 from simclr.progress import progress
 
+pytestmark = pytest.mark.slow  # real snakemake/dvc/torchrun subprocesses or whole micro runs
+
 EPOCHS = 3
 
 

@@ -48,6 +48,7 @@ def test_digits_source_writes_a_valid_stratified_layout(tmp_path):
     assert min(m["splits"]["test"]["per_class"].values()) >= 43  # stratified
 
 
+@pytest.mark.slow
 def test_digits_prepare_is_deterministic(tmp_path):
     params = write_params(tmp_path)
     for out in ("a", "b"):

@@ -18,6 +18,7 @@ def feats():
     return {"train_x": x, "train_y": y, "test_x": tx, "test_y": ty, "classes": np.array([str(i) for i in range(10)])}
 
 
+@pytest.mark.slow
 def test_c_is_chosen_on_held_out_train_never_on_test(feats, monkeypatch):
     seen = []
     real = probe._accuracy
@@ -115,6 +116,7 @@ np.save(sys.argv[1], probe.project_2d(x, "tsne", 0))
 """
 
 
+@pytest.mark.slow
 def test_embedding_does_not_depend_on_the_thread_count(tmp_path):
     """Snakemake runs probe with OMP_NUM_THREADS=1, DVC with every core: the picture must be the same."""
     import os

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import BIN, copy_project, tool_env
 
+pytestmark = pytest.mark.slow  # real snakemake/dvc/torchrun subprocesses or whole micro runs
+
 
 def dry_run(project, *args):
     proc = subprocess.run([str(BIN / "snakemake"), "--dry-run", "--forceall", *args], cwd=project,

@@ -11,6 +11,8 @@ import torch
 
 from conftest import BIN, micro_params_yaml, run_cli
 
+pytestmark = pytest.mark.slow  # real snakemake/dvc/torchrun subprocesses or whole micro runs
+
 EPOCHS = 2  # x 10 steps of 8 images: a second epoch to kill in after the first checkpoint
 
 

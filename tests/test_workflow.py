@@ -7,6 +7,8 @@ import pytest
 
 from conftest import BIN, copy_project, tool_env
 
+pytestmark = pytest.mark.slow  # real snakemake/dvc/torchrun subprocesses or whole micro runs
+
 
 def snakemake(cwd, *args):
     return subprocess.run([str(BIN / "snakemake"), "--cores", "1", "--resources", "gpu=1", *args],
