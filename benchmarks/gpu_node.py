@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import re
+import selectors
 import shutil
 import signal
 import statistics
@@ -194,7 +195,7 @@ class Report:
     def __init__(self, out: Path):
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
-        self.data: dict = {"times_s": {}, "checks": {}, "notes": []}
+        self.data: dict = {"times_s": {}, "checks": {}}
 
     def save(self) -> None:
         for name, text in (("results.json", json.dumps(self.data, indent=1)), ("results.md", self.table())):
@@ -278,7 +279,6 @@ def run_part(report: Report, name: str, cmd: list[str], log: Path, timeout: floa
         out = []
         deadline = None if timeout is None else time.monotonic() + timeout
         stopped = False
-        import selectors
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
         while True:

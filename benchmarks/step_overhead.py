@@ -19,7 +19,7 @@ import torch
 from simclr import augment as A
 from simclr import optim as O
 from simclr.model import SimCLR
-from simclr.pretrain import step_gradients
+from simclr.pretrain import step_gradients, train_step
 
 
 def main() -> None:
@@ -54,12 +54,13 @@ def main() -> None:
         step_gradients(net, v1.contiguous(memory_format=fmt), v2.contiguous(memory_format=fmt), 0.5,
                        args.batch, "naive", args.precision)
 
-    def full(i):
-        v1, v2 = A.two_views(images[i * args.batch:(i + 1) * args.batch], args.size, cfg, g)
-        opt.zero_grad(set_to_none=True)
-        step_gradients(net, v1.contiguous(memory_format=fmt), v2.contiguous(memory_format=fmt), 0.5,
-                       args.batch, "naive", args.precision)
-        opt.step()
+    train = {"channels_last": args.channels_last, "temperature": 0.5, "accumulate": "naive",
+             "precision": args.precision}
+    lr = opt.param_groups[0]["lr"]
+
+    def full(i):  # the step pretrain runs
+        train_step(net, opt, images[i * args.batch:(i + 1) * args.batch], lr, train, args.batch,
+                   lambda x: A.two_views(x, args.size, cfg, g))
 
     results = {}
     for name, fn in (("model-only fwd/bwd (reference)", model_only), ("full step", full)):

@@ -24,20 +24,20 @@ def test_c_is_chosen_on_held_out_train_never_on_test(feats, monkeypatch):
     real = probe._accuracy
 
     def spy(x, y, tx, ty, c, max_iter):
-        seen.append((x, tx))
-        return real(x, y, tx, ty, c, max_iter)
+        score = real(x, y, tx, ty, c, max_iter)
+        seen.append((x, tx, c, score))
+        return score
 
     monkeypatch.setattr(probe, "_accuracy", spy)
     metrics, _ = probe.evaluate(feats, CFG, jobs=1)  # in-process, so the spy sees every grid fit
     train_rows = {row.tobytes() for row in feats["train_x"]}
-    assert len(seen) == CFG["c_num"]
-    for x, tx in seen:  # fitted and scored on two disjoint parts of train
+    grid = np.geomspace(CFG["c_min"], CFG["c_max"], CFG["c_num"])
+    assert [c for _, _, c, _ in seen] == list(grid)
+    for x, tx, _, _ in seen:  # fitted and scored on two disjoint parts of train
         assert {r.tobytes() for r in x} <= train_rows and {r.tobytes() for r in tx} <= train_rows
         assert not {r.tobytes() for r in x} & {r.tobytes() for r in tx}
-    grid = np.geomspace(CFG["c_min"], CFG["c_max"], CFG["c_num"])
-    c, scores = probe.choose_c(feats["train_x"], feats["train_y"], grid, CFG["val_fraction"], CFG["max_iter"],
-                               CFG["seed"])
-    assert metrics["linear_C"] == c == grid[int(np.argmax(scores))]
+    scores = [score for _, _, _, score in seen]
+    assert metrics["linear_C"] == grid[int(np.argmax(scores))]
 
 
 def test_parallel_and_in_process_evaluation_agree(feats):

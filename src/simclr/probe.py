@@ -62,16 +62,6 @@ def _held_out(x, y, val_fraction: float, seed: int):
     return train_test_split(x, y, test_size=val_fraction, random_state=seed, stratify=y)  # xa, xb, ya, yb
 
 
-def choose_c(x: np.ndarray, y: np.ndarray, grid: np.ndarray, val_fraction: float, max_iter: int, seed: int,
-             jobs: int | None = None):
-    """The C of `grid` with the best accuracy on a stratified held-out part of (x, y); returns (C, scores)."""
-    from joblib import delayed
-
-    xa, xb, ya, yb = _held_out(x, y, val_fraction, seed)
-    scores = _pool(jobs)(delayed(_accuracy)(xa, ya, xb, yb, float(c), max_iter) for c in grid)
-    return float(grid[int(np.argmax(scores))]), scores
-
-
 def topk(proba: np.ndarray, classes: np.ndarray, y: np.ndarray, k: int) -> float:
     k = min(k, proba.shape[1])
     best = classes[np.argsort(-proba, axis=1)[:, :k]]
