@@ -40,8 +40,8 @@ PRESET = ROOT / "configs" / "cifar10-resnet18-short.yaml"
 # Smoke mode (a CPU, a few minutes): the same parts at toy sizes.
 SMOKE = {
     "limit_per_class": 12,
-    "params": {"train": {"epochs": 2, "batch_size": 32, "compile": False, "precision": "fp32", "device": "cpu",
-                         "knn_every": 1, "checkpoint_every": 1},
+    "params": {"train": {"epochs": 2, "batch_size": 32, "compile": False, "precision": "fp32", "knn_every": 1},
+               "runtime": {"device": "cpu", "checkpoint_every": 1},
                "model": {"input_size": 16}, "extract": {"precision": "fp32"},
                "probe": {"c_num": 2, "knn_k": 20, "shots": 2, "shot_draws": 2, "embedding": "pca",
                          "embedding_samples": 100}},
@@ -124,7 +124,7 @@ def cmd_sync_check(args) -> int:
     params = config.load_params(args.params)
     params["train"]["compile"] = args.compile  # eager by default: seconds, not a compile
     train = params["train"]
-    device = torch.device("cuda" if torch.cuda.is_available() and train["device"] != "cpu" else "cpu")
+    device = torch.device("cuda" if torch.cuda.is_available() and params["runtime"]["device"] != "cpu" else "cpu")
     size = params["model"]["input_size"]
     images = load_split(json.loads(Path(args.manifest).read_text()), "train", size)[0][:train["batch_size"] * 4]
     images = images.to(device)

@@ -23,7 +23,7 @@ def one(mode: str, batch: int, chunk: int, size: int, device: str, precision: st
     import torch
 
     from simclr.model import SimCLR
-    from simclr.pretrain import step_gradients
+    from simclr.accumulate import step_gradients
 
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format

@@ -19,7 +19,8 @@ import torch
 from simclr import augment as A
 from simclr import optim as O
 from simclr.model import SimCLR
-from simclr.pretrain import step_gradients, train_step
+from simclr.accumulate import step_gradients
+from simclr.pretrain import train_step
 
 
 def main() -> None:

@@ -56,7 +56,8 @@ def run_cli(*args, cwd=None, env=None, check=False):
 MICRO_PARAMS = {
     "data": {"limit_per_class": 4},
     "model": {"input_size": 8},
-    "train": {"epochs": 1, "batch_size": 16, "channels_last": False, "device": "cpu", "knn_every": 1},
+    "train": {"epochs": 1, "batch_size": 16, "channels_last": False, "knn_every": 1},
+    "runtime": {"device": "cpu"},
     "optim": {"warmup_epochs": 0},
     "extract": {"batch_size": 64},
     "probe": {"c_num": 2, "shots": 1, "shot_draws": 2, "knn_k": 5, "max_iter": 200, "val_fraction": 0.5},
@@ -103,3 +104,64 @@ def tool_env() -> dict:
     env.setdefault("GIT_COMMITTER_NAME", "test")
     env.setdefault("GIT_COMMITTER_EMAIL", "test@example.com")
     return env
+
+
+def prepare_micro(base: Path, **overrides) -> tuple[Path, Path]:
+    """A prepared and validated micro dataset in `base` (digits, via the CLI) and its params file."""
+    base.mkdir(parents=True, exist_ok=True)
+    params = base / "params.yaml"
+    params.write_text(micro_params_yaml(**overrides))
+    run_cli("prepare", "--params", params, "--out", base / "digits", check=True)
+    run_cli("validate", base / "digits", "--manifest", base / "manifest.json", "--params", params, check=True)
+    return base, params
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Block until `path` exists while `proc` still runs (fail if it ends first or time runs out)."""
+    import time
+
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, f"{path} did not appear within {timeout} s"
+        time.sleep(0.01)
+
+
+def relative_error(a, b) -> float:
+    """||a - b|| / ||b|| over tensors, or over dicts of tensors with b's keys."""
+    if isinstance(b, dict):
+        num = sum(float((a[k] - b[k]).double().pow(2).sum()) for k in b)
+        return (num / sum(float(b[k].double().pow(2).sum()) for k in b)) ** 0.5
+    return float((a - b).double().norm() / b.double().norm())
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch_equal(a[k], b[k]), k
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_outside_the_checkout(tmp_path_factory):
+    """The decoded-split cache of every test and subprocess in a temporary folder, never .cache/ here."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SIMCLR_CACHE", str(tmp_path_factory.getbasetemp() / "simclr-cache"))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_switches():
+    """torch's global determinism switch and cuDNN choice restored after each test (pretrain sets them)."""
+    import torch
+
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = benchmark

@@ -88,3 +88,34 @@ def test_select_picks_only_the_named_keys():
     params = config.validate_params({})
     sub = config.select(params, ["model.arch", "probe"])
     assert sub == {"model": {"arch": "resnet18"}, "probe": params["probe"]}
+
+
+@pytest.mark.parametrize("key", ["device", "threads", "gpus", "checkpoint_every", "resume"])
+def test_moved_runtime_keys_say_where_they_went(key):
+    with pytest.raises(ParamsError, match=rf"train.{key}: moved to runtime.{key} \(how a run executes"):
+        config.validate_params({"train": {key: config.validate_params({})["runtime"][key]}})
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"augment": {"crop_scale": [1.0, 0.2]}}, r"augment.crop_scale: expected \[min, max\] with min <= max, found \[1.0, 0.2\]"),
+    ({"augment": {"crop_ratio": [1.5, 0.5]}}, r"augment.crop_ratio: expected \[min, max\] with min <= max"),
+    ({"train": {"batch_size": 10}, "runtime": {"gpus": 4}}, r"train.batch_size: expected a multiple of runtime.gpus \(4\), found 10"),
+    ({"train": {"epochs": 2}, "optim": {"warmup_epochs": 5}}, r"optim.warmup_epochs: expected at most train.epochs \(2\), found 5"),
+    ({"probe": {"c_min": 10, "c_max": 1}}, r"probe.c_min: expected at most probe.c_max \(1\), found 10"),
+])
+def test_values_inconsistent_with_each_other_are_rejected(params, message):
+    with pytest.raises(ParamsError, match=message):
+        config.validate_params(params)
+
+
+@pytest.mark.parametrize("stage", list(config.STAGE_PARAMS))
+def test_a_stage_is_given_its_tracked_keys_and_runtime_only(stage):
+    params = config.validate_params({})
+    given = config.given(params, stage)
+    expected = set(config.STAGE_PARAMS[stage]) | ({"runtime"} if stage in config.RUNTIME_STAGES else set())
+    assert set(given) == {k.split(".")[0] for k in expected}
+    # Snakemake's hand-over gives the same
+    import json
+    from_snakemake = config.from_json(json.dumps(config.stage_params(params, stage)), stage,
+                                      json.dumps(params["runtime"]))
+    assert from_snakemake == given

@@ -1,4 +1,8 @@
-"""The DAG is written twice (Snakefile rules, dvc.yaml stages); they must describe the same pipeline."""
+"""The DAG is written twice (Snakefile rules, dvc.yaml stages); they must describe the same pipeline,
+and each stage's code deps must be exactly the package files it imports (simclr.deps)."""
+import ast
+import csv
+import io
 import json
 import re
 import shlex
@@ -8,29 +12,28 @@ import pytest
 import yaml
 
 from conftest import BIN, ROOT, tool_env
-from simclr import config
-
-pytestmark = pytest.mark.slow  # real snakemake/dvc/torchrun subprocesses or whole micro runs
+from simclr import config, deps
 
 STAGES = ["prepare", "validate", "pretrain", "extract", "probe"]
+RESULTS = "results/"
 
 
 def snakemake_jobs():
-    """rule -> {cmd, input, output, config} from `snakemake --dry-run --printshellcmds`."""
-    proc = subprocess.run([str(BIN / "snakemake"), "--forceall", "--dry-run", "--printshellcmds", "--cores", "1"],
-                          cwd=ROOT, capture_output=True, text=True, env=tool_env())
+    """rule -> {cmd, config, runtime, input, output} from `snakemake --detailed-summary` (a TSV, one row per output)."""
+    proc = subprocess.run([str(BIN / "snakemake"), "--detailed-summary", "--cores", "1"],
+                          cwd=ROOT, capture_output=True, text=True, env=tool_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
-    jobs, current = {}, None
-    for line in proc.stdout.splitlines():
-        if m := re.match(r"^(?:local)?rule (\w+):$", line):
-            current = jobs.setdefault(m.group(1), {"input": [], "output": []})
-        elif current is not None and (m := re.match(r"^    (input|output): (.*)$", line)):
-            current[m.group(1)] = [p.strip() for p in m.group(2).split(",")]
-        elif current is not None and line.startswith("Shell command: ") and line != "Shell command: None":
-            words = shlex.split(line[len("Shell command: "):].split(" 2>&1 | tee ")[0])
-            i = words.index("--config")
-            current["config"] = json.loads(words[i + 1])
-            current["cmd"] = words[:i] + words[i + 2:]
+    jobs = {}
+    for row in csv.DictReader(io.StringIO(proc.stdout), delimiter="\t"):
+        job = jobs.setdefault(row["rule"], {"input": set(row["input-file(s)"].split(",")) - {""}, "output": set()})
+        job["output"].add(row["output_file"])
+        words = shlex.split(row["shellcmd"].split(" 2>&1 | tee ")[0])
+        for flag in ("--config", "--runtime"):
+            if flag in words:
+                i = words.index(flag)
+                job[flag[2:]] = json.loads(words[i + 1])
+                del words[i:i + 2]
+        job["cmd"] = words
     return jobs
 
 
@@ -44,45 +47,105 @@ def paths(entries):
     return {e if isinstance(e, str) else next(iter(e)) for e in entries}
 
 
+def local(path: str) -> str:
+    """A Snakemake path with its results/ root taken off: the path DVC uses."""
+    assert path.startswith(RESULTS) or path.startswith("src/"), path
+    return path[len(RESULTS):] if path.startswith(RESULTS) else path
+
+
 @pytest.fixture(scope="module")
 def both():
     return snakemake_jobs(), dvc_stages()
 
 
+@pytest.mark.slow
 def test_same_stages(both):
     jobs, stages = both
     assert list(stages) == STAGES
-    assert set(jobs) == set(STAGES) | {"all"}
+    assert set(jobs) == set(STAGES)  # `all` has no outputs; the dvc_output guard is in no DAG
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
 def test_same_command(both, stage):
     jobs, stages = both
-    assert jobs[stage]["cmd"] == shlex.split(stages[stage]["cmd"])
+    cmd = [local(w) if w.startswith(RESULTS) else w for w in jobs[stage]["cmd"]]
+    if "--checkpoint-dir" in cmd:  # Snakemake keeps its checkpoints under results/, DVC at the CLI's default
+        i = cmd.index("--checkpoint-dir")
+        assert cmd[i + 1] == "checkpoints/pretrain"
+        del cmd[i:i + 2]
+    assert cmd == shlex.split(stages[stage]["cmd"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
 def test_same_inputs_and_outputs(both, stage):
     jobs, stages = both
     s = stages[stage]
-    data_deps = {d for d in s["deps"] if not d.startswith("src/")}  # DVC also tracks the code
-    assert set(jobs[stage]["input"]) == data_deps
+    assert {local(p) for p in jobs[stage]["input"]} == set(s["deps"])
     outs = paths(s.get("outs", [])) | paths(s.get("metrics", [])) | paths(s.get("plots", []))
     # DVC may declare a folder (DVCLive's plots/metrics) whose files the Snakefile lists one by one
-    listed = {next((o for o in outs if p.startswith(o + "/")), p) for p in jobs[stage]["output"]}
+    listed = {next((o for o in outs if local(p).startswith(o + "/")), local(p)) for p in jobs[stage]["output"]}
     assert listed == outs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
-def test_same_params(both, stage):
+def test_same_params_and_runtime_tracked_by_neither(both, stage):
     jobs, stages = both
     assert stages[stage]["params"] == config.STAGE_PARAMS[stage]
     params = config.load_params(ROOT / "params.yaml")
     assert jobs[stage]["config"] == config.stage_params(params, stage)
+    assert "runtime" not in jobs[stage]["config"] and not any(p.startswith("runtime") for p in stages[stage]["params"])
+    if stage in config.RUNTIME_STAGES:
+        assert jobs[stage]["runtime"] == params["runtime"]  # passed as a resource, which triggers nothing
+
+
+def imported_modules(path):
+    """Every simclr module a file imports, found by a plain walk of its syntax tree (a second opinion)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+    return {m for m in found if (deps.PACKAGE / f"{m}.py").is_file()}  # modules, not names such as __version__
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_dvc_lists_the_stage_module_as_code_dep(both, stage):
-    _, stages = both
-    assert f"src/simclr/{stage}.py" in stages[stage]["deps"]
-    assert (ROOT / "workflow" / "rules" / f"{stage}.smk").exists()
+def test_dvc_code_deps_are_the_import_closure(stage):
+    s = dvc_stages()[stage]
+    code = {d for d in s["deps"] if d.startswith("src/")}
+    assert code == set(deps.code_deps(stage)), "run: python -c 'from simclr import deps; print(deps.code_deps(\"%s\"))'" % stage
+    # the closure holds the stage module and, for each module in it, what that module imports (bar other stages)
+    names = {c.rsplit("/", 1)[1] for c in code}
+    assert f"{stage}.py" in names and "params.schema.yaml" in names
+    for name in names - {"params.schema.yaml"}:
+        for module in imported_modules(deps.PACKAGE / name) - set(STAGES):
+            assert f"{module}.py" in names, f"{stage}: {name} imports {module}"
+    assert not {f"{other}.py" for other in STAGES if other != stage} & names  # no stage imports another
+
+
+def test_cli_imports_no_plumbing_lazily():
+    """cli.py's function-level imports are stage modules only, so each stage's closure holds only its own."""
+    tree = ast.parse((deps.PACKAGE / "cli.py").read_text())
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        for node in ast.walk(fn):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module in STAGES, f"cli.{fn.name} imports {node.module}"
+
+
+def test_a_new_import_enters_the_closure(tmp_path, monkeypatch):
+    pkg = tmp_path / "simclr"
+    pkg.mkdir()
+    for f in deps.PACKAGE.iterdir():
+        if f.suffix in (".py", ".yaml"):
+            (pkg / f.name).write_text(f.read_text())
+    (pkg / "extra.py").write_text("X = 1\n")
+    monkeypatch.setattr(deps, "PACKAGE", pkg)
+    deps.closure.cache_clear()
+    try:
+        assert "extra.py" not in deps.closure("probe")
+        (pkg / "knn.py").write_text((pkg / "knn.py").read_text() + "\ndef _late():\n    from .extra import X\n")
+        deps.closure.cache_clear()
+        assert "extra.py" in deps.closure("probe") and "extra.py" not in deps.closure("prepare")
+    finally:
+        deps.closure.cache_clear()

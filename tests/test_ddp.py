@@ -10,8 +10,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from conftest import BIN, micro_params_yaml, run_cli
-from simclr import config, model as model_lib, pretrain as pt
+from conftest import BIN, prepare_micro, relative_error, run_cli
+from simclr import config, distributed, model as model_lib
+from simclr.accumulate import step_gradients
 
 pytestmark = pytest.mark.slow  # real snakemake/dvc/torchrun subprocesses or whole micro runs
 
@@ -34,19 +35,20 @@ class LocalSliceGather(torch.autograd.Function):
         return grad[r * ctx.rows:(r + 1) * ctx.rows]
 
 
-def net_and_views():
-    """ResNet-18 with GroupNorm (no batch statistics), float64, and one batch of two views."""
-    params = config.validate_params({"model": {"norm": "group", "input_size": SIZE}})
+def net_and_views(norm="group"):
+    """ResNet-18 (GroupNorm: no batch statistics, unless norm='batch'), float64, and one batch of two views."""
+    params = config.validate_params({"model": {"norm": norm, "input_size": SIZE}})
     net = model_lib.build(params, 0).double()
     g = torch.Generator().manual_seed(1)
     v1, v2 = (torch.rand(BATCH, 3, SIZE, SIZE, generator=g, dtype=torch.float64) for _ in range(2))
     return net, v1, v2
 
 
-CASES = {  # name: (accumulate, chunk per rank, gather)
-    "one_chunk": ("naive", BATCH // WORLD, None),
-    "exact_chunks": ("exact", 1, None),
-    "broken_gather": ("naive", BATCH // WORLD, "broken"),
+CASES = {  # name: (accumulate, chunk per rank, gather, norm)
+    "one_chunk": ("naive", BATCH // WORLD, None, "group"),
+    "exact_chunks": ("exact", 1, None, "group"),
+    "broken_gather": ("naive", BATCH // WORLD, "broken", "group"),
+    "batchnorm": ("naive", BATCH // WORLD, None, "batch"),  # each rank normalises its own share
 }
 
 
@@ -54,12 +56,12 @@ def _rank(rank, init_file, out):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         torch.set_num_threads(1)
-        for name, (accumulate, chunk, broken) in CASES.items():
-            net, v1, v2 = net_and_views()
+        for name, (accumulate, chunk, broken, norm) in CASES.items():
+            net, v1, v2 = net_and_views(norm)
             share = slice(rank * BATCH // WORLD, (rank + 1) * BATCH // WORLD)
             ddp = DistributedDataParallel(net)
-            gather = LocalSliceGather.apply if broken else pt.gather
-            pt.step_gradients(ddp, v1[share], v2[share], 0.5, chunk, accumulate, gather=gather)
+            gather = LocalSliceGather.apply if broken else distributed.gather
+            step_gradients(ddp, v1[share], v2[share], 0.5, chunk, accumulate, gather=gather)
             if rank == 0:
                 torch.save({k: p.grad for k, p in net.named_parameters()}, f"{out}/{name}.pt")
     finally:
@@ -76,13 +78,8 @@ def ddp_grads(tmp_path_factory):
 @pytest.fixture(scope="module")
 def single_process_grads():
     net, v1, v2 = net_and_views()
-    pt.step_gradients(net, v1, v2, 0.5, BATCH, "naive")
+    step_gradients(net, v1, v2, 0.5, BATCH, "naive")
     return {k: p.grad for k, p in net.named_parameters()}
-
-
-def relative_error(a: dict, b: dict) -> float:
-    num = sum(float((a[k] - b[k]).pow(2).sum()) for k in b)
-    return (num / sum(float(b[k].pow(2).sum()) for k in b)) ** 0.5
 
 
 @pytest.mark.parametrize("case", ["one_chunk", "exact_chunks"])
@@ -94,17 +91,25 @@ def test_a_gather_that_drops_other_ranks_gradients_is_caught(ddp_grads, single_p
     assert relative_error(ddp_grads["broken_gather"], single_process_grads) > 1e-2
 
 
+def test_two_ranks_with_batchnorm_give_the_exact_gradient_of_per_share_statistics(ddp_grads):
+    """BatchNorm without SyncBN: each rank normalises its share, so the global gradient is the one
+    exact mode computes with chunks of one share each (and not the whole-batch-statistics one)."""
+    net, v1, v2 = net_and_views("batch")
+    step_gradients(net, v1, v2, 0.5, BATCH // WORLD, "exact")
+    per_share = {k: p.grad for k, p in net.named_parameters()}
+    assert relative_error(ddp_grads["batchnorm"], per_share) < 1e-8
+    net, v1, v2 = net_and_views("batch")
+    step_gradients(net, v1, v2, 0.5, BATCH, "naive")
+    assert relative_error(ddp_grads["batchnorm"], {k: p.grad for k, p in net.named_parameters()}) > 1e-3
+
+
 # --- a real 2-process micro pretrain through torchrun ---------------------------------------------
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    base = tmp_path_factory.mktemp("ddp_run")
-    params = base / "params.yaml"
-    params.write_text(micro_params_yaml(**{"data.limit_per_class": 8, "train.batch_size": 8, "train.epochs": 2,
-                                           "train.gpus": 2, "train.knn_every": 1, "train.threads": 1}))
-    run_cli("prepare", "--params", params, "--out", base / "digits", check=True)
-    run_cli("validate", base / "digits", "--manifest", base / "manifest.json", "--params", params, check=True)
-    return base, params
+    return prepare_micro(tmp_path_factory.mktemp("ddp_run"), **{
+        "data.limit_per_class": 8, "train.batch_size": 8, "train.epochs": 2, "runtime.gpus": 2,
+        "train.knn_every": 1, "runtime.threads": 1})
 
 
 def pretrain_args(work, params, manifest):
@@ -179,5 +184,5 @@ def test_batch_not_divisible_by_processes_is_a_clear_error(dataset, tmp_path):
     odd.write_text(params.read_text().replace("gpus: 2", "gpus: 3"))
     proc = run_cli(*pretrain_args(tmp_path, odd, base / "manifest.json"))
     assert proc.returncode != 0
-    assert "train.batch_size: expected a multiple of the 3 processes (train.gpus), found 8" in proc.stderr
+    assert "train.batch_size: expected a multiple of runtime.gpus (3), found 8" in proc.stderr
     assert not (tmp_path / "model.pt").exists()

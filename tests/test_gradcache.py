@@ -5,7 +5,7 @@ from torch import nn
 
 from simclr.losses import nt_xent
 from simclr.model import SimCLR
-from simclr.pretrain import step_gradients
+from simclr.accumulate import step_gradients
 
 B, T = 7, 0.5  # a batch that does not divide evenly by chunk 3
 
@@ -19,12 +19,32 @@ def grads(net):
     return torch.cat([p.grad.flatten() for p in net.parameters()])
 
 
+def reference_nt_xent(z1, z2, t):
+    """NT-Xent written out from eq. 1 of the paper, anchor by anchor, in float64: an implementation
+    independent of simclr.losses (no cross_entropy, no masking tricks)."""
+    z = torch.cat([z1, z2]).double()
+    z = z / z.norm(dim=1, keepdim=True)
+    n2 = len(z)
+    total = 0
+    for i in range(n2):
+        j = (i + n2 // 2) % n2  # the positive
+        sims = torch.stack([z[i] @ z[k] / t for k in range(n2) if k != i])
+        total = total - (z[i] @ z[j] / t - torch.logsumexp(sims, 0))
+    return total / n2
+
+
 def direct_grads(net, v1, v2, scale=1.0):
-    """Gradient of scale x NT-Xent over the whole of v1, v2 in one pass."""
+    """Gradient of scale x NT-Xent (the independent float64 reference) over the whole of v1, v2 in one pass."""
     net.zero_grad()
     z = net(torch.cat([v1, v2]))
-    (nt_xent(z[:len(v1)], z[len(v1):], T) * scale).backward()
+    (reference_nt_xent(z[:len(v1)], z[len(v1):], T) * scale).backward()
     return grads(net).clone()
+
+
+def test_the_reference_is_the_loss_in_float64():
+    z1, z2 = views(9, n=5)[0].flatten(1), views(10, n=5)[0].flatten(1)
+    assert nt_xent(z1, z2, T).dtype == torch.float64  # float64 in, float64 computed
+    assert float(nt_xent(z1, z2, T)) == pytest.approx(float(reference_nt_xent(z1, z2, T)), rel=1e-13)
 
 
 class Tiny(nn.Module):
@@ -50,7 +70,17 @@ def rel_err(a, b):
     return float((a - b).norm() / b.norm())
 
 
-@pytest.mark.parametrize("chunk", [1, 3, B])
+def test_one_chunk_is_the_plain_full_batch_step():
+    net = model("group")
+    v1, v2 = views()
+    reference = direct_grads(net, v1, v2)
+    for accumulate in ("naive", "exact"):
+        net.zero_grad()
+        step_gradients(net, v1, v2, T, B, accumulate)
+        assert rel_err(grads(net), reference) < 1e-10, accumulate
+
+
+@pytest.mark.parametrize("chunk", [1, 3, B - 1])
 def test_exact_equals_full_batch_without_batchnorm(chunk):
     net = model("group")
     v1, v2 = views()
@@ -79,19 +109,19 @@ def test_exact_loss_is_the_full_batch_loss():
     assert float(step_gradients(net, v1, v2, T, 3, "exact")) == pytest.approx(full, rel=1e-12)
 
 
-def test_naive_is_the_mean_of_chunk_losses_and_differs_from_exact():
+def test_naive_is_the_size_weighted_mean_of_chunk_losses_and_differs_from_exact():
     net = model("group")
-    v1, v2 = views(3, n=6)
-    k = 3  # three chunks of 2
-    expected = torch.zeros_like(torch.cat([p.flatten() for p in net.parameters()]))
-    for c in range(k):
-        expected += direct_grads(net, v1[2 * c:2 * c + 2], v2[2 * c:2 * c + 2], scale=1 / k)
+    v1, v2 = views(3, n=B)
+    chunks = [(0, 3), (3, 6), (6, 7)]  # chunk 3 of 7 images: sizes 3, 3, 1
+    weighted = sum(direct_grads(net, v1[a:e], v2[a:e], scale=(e - a) / B) for a, e in chunks)
+    plain = sum(direct_grads(net, v1[a:e], v2[a:e], scale=1 / len(chunks)) for a, e in chunks)
+    assert rel_err(plain, weighted) > 0.05  # the two readings of "mean" really differ here
     net.zero_grad()
-    step_gradients(net, v1, v2, T, 2, "naive")
+    step_gradients(net, v1, v2, T, 3, "naive")
     naive = grads(net).clone()
-    assert rel_err(naive, expected) < 1e-10
+    assert rel_err(naive, weighted) < 1e-10
     net.zero_grad()
-    step_gradients(net, v1, v2, T, 2, "exact")
+    step_gradients(net, v1, v2, T, 3, "exact")
     assert rel_err(naive, grads(net)) > 0.05  # a measurably different gradient
 
 

@@ -2,11 +2,12 @@
 import contextlib
 import io
 import json
+import re
 
 import pytest
 
 from conftest import micro_params_yaml, run_cli
-from simclr import config, pretrain as pt
+from simclr import config, live as live_log, pretrain as pt
 from simclr.progress import progress
 
 pytestmark = pytest.mark.slow  # real snakemake/dvc/torchrun subprocesses or whole micro runs
@@ -84,8 +85,19 @@ def test_progress_is_plain_periodic_lines_off_a_terminal():
     lines = []
     stream = Stream(tty=False)
     assert list(progress(range(5), 5, "epoch 1/2", lines.append, every_s=0, stream=stream)) == list(range(5))
-    assert lines == [f"epoch 1/2: {i}/5 ({line.split('(')[1]}" for i, line in zip(range(1, 5), lines)]
+    assert [line.split(" (")[0] for line in lines] == [f"epoch 1/2: {i}/5" for i in range(1, 5)]  # not after the last
+    assert all(re.fullmatch(r"epoch 1/2: \d/5 \(\d+\.\d\d/s\)", line) for line in lines)
     assert stream.getvalue() == ""  # no bar, no carriage returns in a log file
+
+
+def test_progress_lines_are_at_most_one_per_interval(monkeypatch):
+    from simclr import progress as progress_module
+
+    clock = iter([0.0, 10.0, 29.9, 30.0, 45.0, 59.9, 60.1, 61.0, 62.0])  # start, then one reading per item
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: next(clock))
+    lines = []
+    list(progress(range(8), 9, "epoch", lines.append, every_s=30, stream=Stream(tty=False)))
+    assert [line.split(" (")[0] for line in lines] == ["epoch: 3/9", "epoch: 6/9"]  # at 30.0 s and 60.1 s
 
 
 def test_progress_is_a_tqdm_bar_on_a_terminal():
@@ -108,11 +120,11 @@ def test_plain_writer_writes_what_dvclive_writes(tmp_path):
     rows = [{"epoch": 1, "loss": 4.5, "lr": 0.1}, {"epoch": 2, "loss": 4.25, "lr": 0.05, "knn_top1": 0.5}]
     folders = {}
     for name, make in (("dvclive", lambda d: Live(dir=str(d), save_dvc_exp=False, dvcyaml=None)),
-                       ("plain", pt.PlainLive)):
+                       ("plain", live_log.PlainLive)):
         folder = tmp_path / name
         live = make(folder)
         for row in rows:
-            pt.log_epoch(live, row)
+            live_log.log_epoch(live, row)
         live.end()
         folders[name] = folder
     for metric in ("loss", "lr", "knn_top1"):
@@ -133,6 +145,6 @@ def test_pretrain_falls_back_to_the_plain_writer_without_dvclive(tmp_path, monke
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_dvclive)
-    live = pt.open_live(tmp_path / "live", [{"epoch": 1, "loss": 3.0}])
-    assert isinstance(live, pt.PlainLive)
+    live = live_log.open_live(tmp_path / "live", [{"epoch": 1, "loss": 3.0}])
+    assert isinstance(live, live_log.PlainLive)
     assert (tmp_path / "live" / "plots" / "metrics" / "loss.tsv").read_text() == "step\tloss\n1\t3.0\n"

@@ -129,3 +129,52 @@ def test_embedding_does_not_depend_on_the_thread_count(tmp_path):
         subprocess.run([sys.executable, "-c", EMBED, str(tmp_path / f"{threads}.npy")], env=env, check=True)
         maps.append(np.load(tmp_path / f"{threads}.npy"))
     assert np.array_equal(*maps)
+
+
+def write_features(folder, feats, rng_seed):
+    """Features in extract's .npz format (a second encoder: the same with noise added)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    noisy = dict(feats)
+    rng = np.random.default_rng(rng_seed)
+    for split in ("train", "test"):
+        noisy[f"{split}_x"] = (feats[f"{split}_x"] + rng.normal(0, 8, feats[f"{split}_x"].shape)).astype(np.float32)
+    np.savez(folder / "simclr.npz", **{k: np.asarray(v) for k, v in feats.items()})
+    np.savez(folder / "random.npz", **noisy)
+
+
+@pytest.mark.slow
+def test_per_class_and_confusion_csvs_agree_with_the_metrics(feats, tmp_path):
+    import csv
+
+    write_features(tmp_path / "features", feats, 0)
+    cfg = {**CFG, "embedding": "pca", "embedding_samples": 200}
+    result = probe.probe({"probe": cfg}, tmp_path / "features", tmp_path / "probe.json", tmp_path / "plots",
+                         log=lambda m: None)
+    rows = list(csv.DictReader(open(tmp_path / "plots" / "confusion.csv")))
+    assert len(rows) == len(feats["test_y"])  # one row per test image: its true and predicted class
+    assert [r["actual"] for r in rows] == [feats["classes"][y] for y in feats["test_y"]]
+    correct = np.mean([r["actual"] == r["predicted"] for r in rows])
+    assert correct == pytest.approx(result["simclr"]["linear_top1"], abs=1e-6)
+    per_class = list(csv.DictReader(open(tmp_path / "plots" / "per_class.csv")))
+    assert [r["class"] for r in per_class] == list(feats["classes"])
+    for r in per_class:  # the simclr column is the per-class recall of the confusion rows
+        mine = [row for row in rows if row["actual"] == r["class"]]
+        assert float(r["simclr"]) == pytest.approx(np.mean([m["predicted"] == r["class"] for m in mine]), abs=1e-6)
+        assert 0 <= float(r["random"]) <= 1
+    assert float(np.mean([float(r["random"]) for r in per_class])) < float(np.mean([float(r["simclr"]) for r in per_class]))
+
+
+@pytest.mark.parametrize("content, found", [
+    (b"not a zip archive", "cannot read it as .npz"),
+    (None, "found no 'train_x'"),
+])
+def test_features_that_are_not_extracts_npz_name_the_file(feats, tmp_path, content, found):
+    from simclr.errors import UserError
+
+    path = tmp_path / "simclr.npz"
+    if content is None:
+        np.savez(path, something=np.zeros(3))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=rf"{path}: expected features written by simclr extract, .*{found}"):
+        probe.read_features(path)

@@ -28,7 +28,7 @@ def job(out, rule):
 
 @pytest.mark.parametrize("gpus", [1, 2])
 def test_slurm_profile_dry_run_shows_pretrain_with_its_gpus(tmp_path, gpus):
-    project = copy_project(tmp_path / "project", **{"train.gpus": gpus})
+    project = copy_project(tmp_path / "project", **{"runtime.gpus": gpus})
     out = dry_run(project, "--profile", "workflow/profiles/slurm")
     resources, command = job(out, "pretrain")
     assert resources["gpu"] == str(gpus) and resources["slurm_partition"] == "<gpu-partition>"

@@ -291,10 +291,13 @@ def test_unbalanced_classes_warn(tmp_path):
 
 def test_manifest_is_byte_identical_and_ignores_file_times(tmp_path, layout):
     proc, manifest = run_validate(tmp_path, layout)
+    assert proc.returncode == 0, proc.stderr
     first = manifest.read_bytes()
+    manifest.unlink()
     for p in (layout / "train" / "cat").iterdir():
         os.utime(p, (1, 1))
-    run_validate(tmp_path, layout)
+    again, _ = run_validate(tmp_path, layout)
+    assert again.returncode == 0, again.stderr
     assert manifest.read_bytes() == first
 
 
@@ -309,7 +312,9 @@ def test_content_hash_changes_with_any_image_or_class_txt(tmp_path, layout):
     h1 = digest()
     (layout / "class.txt").write_text("cat 0\ndog 1\nfrog 2\n\n")
     h2 = digest()
-    assert len({h0, h1, h2}) == 3
+    (layout / "train" / "dog" / "000.png").rename(layout / "train" / "dog" / "renamed.png")  # same bytes, new name
+    h3 = digest()
+    assert len({h0, h1, h2, h3}) == 4
 
 
 def test_parallel_decoding_gives_the_same_manifest(tmp_path):

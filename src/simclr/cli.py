@@ -6,11 +6,14 @@
     simclr extract  --manifest data/manifest.json --model models/simclr.pt --out-dir features
     simclr probe    --features-dir features --metrics metrics/probe.json --plots-dir metrics/plots
 
-Params come from params.yaml (--params), or as JSON from Snakemake (--config), which passes the
-keys the stage reads from its own, possibly overridden, config.
+Params come from params.yaml (--params), or as JSON from Snakemake (--config, the keys the stage
+tracks, and --runtime). A stage is handed only the keys it tracks (config.given).
 
-With train.gpus > 1, `simclr pretrain` started outside torchrun starts itself again under
+With runtime.gpus > 1, `simclr pretrain` started outside torchrun starts itself again under
 `torchrun --standalone --nproc_per_node <gpus>` (one node); for several nodes call torchrun yourself.
+
+Errors a user can fix (errors.UserError: bad params, a bad layout, a missing or unreadable file)
+print one `error:` line each and exit 1; anything else keeps its traceback.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import config
+from . import __version__, config
+from .errors import UserError
 
 
 def _log(msg: str) -> None:
@@ -28,8 +32,8 @@ def _log(msg: str) -> None:
 
 def _params(args, stage: str) -> dict:
     if args.config is not None:
-        return config.from_json(args.config, stage)
-    return config.load_params(args.params)
+        return config.from_json(args.config, stage, args.runtime)
+    return config.given(config.load_params(args.params), stage)
 
 
 def cmd_prepare(args) -> int:
@@ -44,8 +48,7 @@ def cmd_prepare(args) -> int:
 def cmd_validate(args) -> int:
     from .validate import validate
 
-    params = _params(args, "validate")
-    cfg = params["validate"]
+    cfg = _params(args, "validate")["validate"]
     report = validate(args.root, args.manifest, cfg["imbalance_ratio"], cfg["workers"])
     for w in report.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -60,21 +63,13 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def torchrun_command(gpus: int, argv: list[str]) -> list[str]:
-    """The same `simclr` command line, run by torchrun on one node with `gpus` processes."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-            "-m", "simclr", *argv]
-
-
 def cmd_pretrain(args) -> int:
-    from .pretrain import Interrupted, pretrain, share_of
+    from .pretrain import Interrupted, pretrain, torchrun_command
 
     params = _params(args, "pretrain")
-    gpus = params["train"]["gpus"]
-    if gpus > 1 and "LOCAL_RANK" not in os.environ:
-        share_of(params["train"]["batch_size"], gpus)  # fail here, before starting the processes
-        cmd = torchrun_command(gpus, args.argv)
-        _log(f"pretrain: train.gpus is {gpus}; running {' '.join(cmd[1:5])} ...")
+    cmd = torchrun_command(params["runtime"]["gpus"], args.argv)
+    if cmd:  # runtime.gpus > 1 outside torchrun: become torchrun, which runs this command once per GPU
+        _log(f"pretrain: runtime.gpus is {params['runtime']['gpus']}; running {' '.join(cmd[1:5])} ...")
         sys.stdout.flush()
         os.execv(cmd[0], cmd)
     try:
@@ -102,35 +97,49 @@ def cmd_probe(args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="simclr", description="SimCLR pipeline stages (see README.md)")
-    sub = p.add_subparsers(dest="stage", required=True)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
 
-    def stage(name, func, help):
-        s = sub.add_parser(name, help=help)
+    def stage(name, func, help, reads_writes, runtime=False):
+        s = sub.add_parser(name, help=help, description=f"{help}. {reads_writes}")
         s.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-        s.add_argument("--config", default=None, help="the stage's params as JSON (used by Snakemake)")
-        s.set_defaults(func=func)
+        s.add_argument("--config", default=None, help="the stage's tracked params as JSON (used by Snakemake)")
+        if runtime:
+            s.add_argument("--runtime", default=None,
+                           help="the runtime section as JSON, with --config (used by Snakemake; default: the schema's)")
+        s.set_defaults(func=func, runtime=None)
         return s
 
-    s = stage("prepare", cmd_prepare, "materialise the dataset chosen by data.source")
+    s = stage("prepare", cmd_prepare, "materialise the dataset chosen by data.source",
+              "Reads params `data`; writes the layout (class.txt, train/, test/) to --out.")
     s.add_argument("--out", required=True, help="folder to write the layout to (data/<source>)")
-    s = stage("validate", cmd_validate, "check a dataset layout and write its manifest")
+    s = stage("validate", cmd_validate, "check a dataset layout and write its manifest",
+              "Reads params `validate` and every image under ROOT; writes --manifest (class list, "
+              "per-split counts, the dataset's content hash).")
     s.add_argument("root", help="dataset root (class.txt, train/, test/)")
-    s.add_argument("--manifest", required=True, help="where to write the manifest JSON")
-    s = stage("pretrain", cmd_pretrain, "SimCLR pretraining on the train split")
-    s.add_argument("--manifest", required=True)
-    s.add_argument("--model", required=True, help="output checkpoint (models/simclr.pt)")
+    s.add_argument("--manifest", required=True, help="where to write the manifest JSON (data/manifest.json)")
+    s = stage("pretrain", cmd_pretrain, "SimCLR pretraining on the train split",
+              "Reads params `model`, `augment`, `train`, `optim`, `runtime`, the manifest and the images it lists; "
+              "writes --model, the per-epoch log in --live-dir and resumable checkpoints in --checkpoint-dir.",
+              runtime=True)
+    s.add_argument("--manifest", required=True, help="the dataset manifest from validate (data/manifest.json)")
+    s.add_argument("--model", required=True, help="output model file (models/simclr.pt)")
     s.add_argument("--live-dir", required=True,
                    help="DVCLive folder: metrics.json and per-epoch plots/metrics/*.tsv (metrics/pretrain)")
     s.add_argument("--checkpoint-dir", default="checkpoints/pretrain",
                    help="resumable checkpoints, outside the declared outputs so that no orchestrator deletes them")
-    s = stage("extract", cmd_extract, "frozen features of the pretrained and the random-init encoder")
-    s.add_argument("--manifest", required=True)
-    s.add_argument("--model", required=True)
-    s.add_argument("--out-dir", required=True, help="folder for simclr.npz and random.npz")
-    s = stage("probe", cmd_probe, "linear, label-scarce and kNN evaluation")
-    s.add_argument("--features-dir", required=True)
-    s.add_argument("--metrics", required=True, help="output metrics JSON")
-    s.add_argument("--plots-dir", required=True, help="output folder for the plot CSVs")
+    s = stage("extract", cmd_extract, "frozen features of the pretrained and the random-init encoder",
+              "Reads params `extract`, `runtime`, the manifest, its images and --model; writes "
+              "simclr.npz and random.npz (train/test features and labels) to --out-dir.", runtime=True)
+    s.add_argument("--manifest", required=True, help="the dataset manifest from validate (data/manifest.json)")
+    s.add_argument("--model", required=True, help="the model file from pretrain (models/simclr.pt)")
+    s.add_argument("--out-dir", required=True, help="folder for simclr.npz and random.npz (features)")
+    s = stage("probe", cmd_probe, "linear, label-scarce and kNN evaluation",
+              "Reads params `probe` and --features-dir/{simclr,random}.npz; writes --metrics and "
+              "per_class.csv, confusion.csv, embedding.png to --plots-dir.")
+    s.add_argument("--features-dir", required=True, help="folder holding simclr.npz and random.npz (features)")
+    s.add_argument("--metrics", required=True, help="output metrics JSON (metrics/probe.json)")
+    s.add_argument("--plots-dir", required=True, help="output folder for the plot files (metrics/plots)")
     return p
 
 
@@ -138,17 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
     args.argv = argv
-    from .data import LayoutError
-
     try:
         return args.func(args)
-    except (config.ParamsError, LayoutError) as exc:
+    except UserError as exc:
         for line in str(exc).splitlines():
             print(f"error: {line}", file=sys.stderr)
-    except (FileNotFoundError, IsADirectoryError) as exc:
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:  # a path given on the command line
         print(f"error: {exc.filename}: {exc.strerror}", file=sys.stderr)
-    except (ValueError, RuntimeError, FloatingPointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -1,8 +1,9 @@
-"""params.yaml: loading, schema defaults, validation, and which keys each stage reads.
+"""params.yaml: loading, schema defaults, validation, and which keys each stage is given.
 
 The schema (workflow/schemas/params.schema.yaml, shipped in the package as params.schema.yaml)
-documents every key once. STAGE_PARAMS is the one place that says which keys a stage reads;
-dvc.yaml's `params:` and the Snakefile's `params:` are checked against it by the tests.
+documents every key once. STAGE_PARAMS is the one place that says which keys a stage reads; a
+stage is handed exactly those (plus `runtime` where it runs models), so reading any other key fails
+at once, and dvc.yaml's `params:` and the Snakefile's `params:` are checked against it by the tests.
 """
 from __future__ import annotations
 
@@ -15,14 +16,19 @@ from typing import Any
 import jsonschema
 import yaml
 
-# Keys each stage reads (a section name means the whole section).
+from .errors import UserError
+
+# Keys each stage reads and tracks (a section name means the whole section). extract takes the
+# model's architecture, input size and seed from the model file, not from params.
 STAGE_PARAMS: dict[str, list[str]] = {
     "prepare": ["data"],
     "validate": ["validate"],
     "pretrain": ["model", "augment", "train", "optim"],
-    "extract": ["model.arch", "model.input_size", "model.norm", "train.seed", "train.device", "train.threads", "extract"],
+    "extract": ["extract"],
     "probe": ["probe"],
 }
+# Stages that are also given the `runtime` section (how they run; never tracked, never fingerprinted).
+RUNTIME_STAGES = ("pretrain", "extract")
 
 # What pretrain logs through DVCLive each epoch (plots/metrics/<name>.tsv); knn_top1 only on
 # the epochs of train.knn_every and the last.
@@ -42,10 +48,36 @@ RENAMED = {
         "train.accumulate_steps was replaced: set train.batch_size to the effective batch "
         "(old batch_size x accumulate_steps) and train.chunk_size to the old batch_size"
     ),
+    **{f"train.{key}": (f"moved to runtime.{key} (how a run executes: no stage tracks it, so changing it "
+                        "reruns nothing)") for key in ("device", "threads", "gpus", "checkpoint_every", "resume")},
 }
 
 
-class ParamsError(ValueError):
+def _inconsistent(p: dict) -> list[str]:
+    """Values each valid alone but not together: (key, problem) lines, checked before any work."""
+    out = []
+    train, aug, probe = p["train"], p["augment"], p["probe"]
+    for key in ("crop_scale", "crop_ratio"):
+        low, high = aug[key]
+        if low > high:
+            out.append(f"augment.{key}: expected [min, max] with min <= max, found {aug[key]}")
+    if train["chunk_size"] is not None and train["chunk_size"] > train["batch_size"]:
+        out.append(f"train.chunk_size: expected at most train.batch_size ({train['batch_size']}), "
+                   f"found {train['chunk_size']}")
+    if train["batch_size"] % p["runtime"]["gpus"]:
+        out.append(f"train.batch_size: expected a multiple of runtime.gpus ({p['runtime']['gpus']}), "
+                   f"found {train['batch_size']}")
+    if p["optim"]["warmup_epochs"] > train["epochs"]:
+        out.append(f"optim.warmup_epochs: expected at most train.epochs ({train['epochs']}), "
+                   f"found {p['optim']['warmup_epochs']}")
+    if probe["c_min"] > probe["c_max"]:
+        out.append(f"probe.c_min: expected at most probe.c_max ({probe['c_max']}), found {probe['c_min']}")
+    if p["data"]["source"] == "folder" and not p["data"]["folder"]:
+        out.append("data.folder: expected a path when data.source is 'folder', found null")
+    return out
+
+
+class ParamsError(UserError):
     """A params file that is missing, unreadable or does not match the schema."""
 
 
@@ -101,16 +133,8 @@ def validate_params(params: Any, source: str = "params.yaml") -> dict:
         else:
             msg = f"{error.message}"
         problems.append(f"{source}: {key}: {msg}")
-    train = filled.get("train", {})
-    if not problems and train.get("chunk_size") is not None and train["chunk_size"] > train["batch_size"]:
-        problems.append(
-            f"{source}: train.chunk_size: expected at most train.batch_size ({train['batch_size']}), "
-            f"found {train['chunk_size']}"
-        )
-    if not problems and filled["probe"]["c_min"] > filled["probe"]["c_max"]:
-        problems.append(f"{source}: probe.c_min: expected at most probe.c_max, found {filled['probe']['c_min']}")
-    if not problems and filled["data"]["source"] == "folder" and not filled["data"]["folder"]:
-        problems.append(f"{source}: data.folder: expected a path when data.source is 'folder', found null")
+    if not problems:
+        problems = [f"{source}: {line}" for line in _inconsistent(filled)]
     if problems:
         raise ParamsError("\n".join(problems))
     return filled
@@ -151,20 +175,35 @@ def select(params: dict, keys: list[str]) -> dict:
 
 
 def stage_params(params: dict, stage: str) -> dict:
+    """The keys `stage` tracks: what dvc.yaml and the Snakefile list, and what the stage is given."""
     return select(params, STAGE_PARAMS[stage])
 
 
-def from_json(text: str, stage: str) -> dict:
-    """Params handed over by Snakemake: the stage's keys as JSON, validated like params.yaml."""
+def given(params: dict, stage: str) -> dict:
+    """What `stage` is handed: its tracked keys, plus the runtime section where it runs models."""
+    return select(params, STAGE_PARAMS[stage] + (["runtime"] if stage in RUNTIME_STAGES else []))
+
+
+def _json(text: str, flag: str) -> dict:
     try:
-        given = json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ParamsError(f"--config: not valid JSON: {exc.msg}") from None
-    filled = validate_params(given, "--config")
-    missing = [k for k in STAGE_PARAMS[stage] if not _has(given, k)]
+        raise ParamsError(f"{flag}: not valid JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise ParamsError(f"{flag}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
+def from_json(text: str, stage: str, runtime: str | None = None) -> dict:
+    """Params handed over by Snakemake: the stage's keys as JSON (--config) and the runtime section
+    (--runtime, schema defaults when absent), validated like params.yaml."""
+    params = _json(text, "--config")
+    missing = [k for k in STAGE_PARAMS[stage] if not _has(params, k)]
     if missing:
         raise ParamsError(f"--config: missing {', '.join(missing)} for stage {stage}")
-    return filled
+    if runtime is not None:
+        params["runtime"] = _json(runtime, "--runtime")
+    return given(validate_params(params, "--config"), stage)
 
 
 def _has(params: dict, dotted: str) -> bool:

@@ -6,12 +6,13 @@
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .errors import UserError
 
 SPLITS = ("train", "test")
 LITTER = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -19,7 +20,7 @@ LITTER = {".DS_Store", "Thumbs.db", "desktop.ini"}
 POINTER = "simclr-folder.json"
 
 
-class LayoutError(ValueError):
+class LayoutError(UserError):
     """A dataset that does not follow the layout; str() is one `<path>: <problem>` line per problem."""
 
 
@@ -93,7 +94,9 @@ def resolve_root(root: str | Path) -> Path:
     root = Path(root)
     pointer = root / POINTER
     if pointer.is_file() and not (root / "class.txt").exists():
-        return Path(json.loads(pointer.read_text())["folder"])
+        from . import io
+
+        return Path(io.read_json(pointer, "a folder-source pointer", keys=("folder",))["folder"])
     return root
 
 
@@ -113,11 +116,14 @@ def decode(path: Path, size: int) -> np.ndarray:
     """One image as uint8 H x W x 3 RGB at size x size (antialiased resize only when it differs)."""
     from PIL import Image
 
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except OSError as exc:  # missing, unreadable or not an image (PIL's UnidentifiedImageError is an OSError)
+        raise LayoutError(f"{path}: cannot decode image: {exc.strerror or exc}") from None
 
 
 def cache_dir() -> Path:
@@ -145,6 +151,10 @@ def load_split(manifest: dict, split: str, size: int):
     root = resolve_root(manifest["root"])
     classes = read_classes(root)
     files, labels = list_split(root, split, classes)
+    listed = manifest.get("splits", {}).get(split, {}).get("images")
+    if listed is not None and listed != len(files):
+        raise LayoutError(f"{root / split}: expected the {listed} images the manifest lists, found {len(files)}; "
+                          "the dataset changed since validate: run validate again")
     if not files:
         raise LayoutError(f"{root / split}: no images")
     images = np.stack([decode(p, size) for p in files])  # N x H x W x 3

@@ -1,35 +1,40 @@
 """Stage `extract`: frozen encoder features (before the head), no augmentation, for train and test.
 
+    simclr extract --manifest data/manifest.json --model models/simclr.pt --out-dir features
+
 Writes features/simclr.npz from the pretrained encoder and features/random.npz from an encoder of
-the same architecture and seed left at its random initialisation (the baseline).
+the same architecture and seed left at its random initialisation (the baseline). The architecture,
+input size and seed come from the model file itself (the params it was trained with), so extract
+cannot build a model other than the one it loads.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import io, model as model_lib
+from . import io, model as model_lib, runtime as rt
 from .data import SPLITS, load_split
-from .pretrain import autocast, pick_device, set_threads
+from .errors import UserError
 
 
 def extract(params: dict, manifest_path: Path, model_path: Path, out_dir: Path, log=print) -> None:
-    manifest = json.loads(Path(manifest_path).read_text())
-    device = pick_device(params["train"]["device"])
-    set_threads(params["train"]["threads"])
-    checkpoint = torch.load(model_path, map_location="cpu", weights_only=False)
+    """`params` holds the extract section and runtime."""
+    manifest = io.read_json(manifest_path, "a dataset manifest (simclr validate)", keys=("content_hash", "root"))
+    checkpoint = io.load_torch(model_path, "a model written by simclr pretrain",
+                               keys=("model", "params", "manifest_hash"), weights_only=False)
     if checkpoint["manifest_hash"] != manifest["content_hash"]:
-        raise ValueError(f"{model_path}: trained on dataset {checkpoint['manifest_hash'][:12]}, "
-                         f"but {manifest_path} describes {manifest['content_hash'][:12]}; rerun pretrain")
-    trained = model_lib.build(params, params["train"]["seed"])
-    random_init = model_lib.build(params, params["train"]["seed"])
+        raise UserError(f"{model_path}: trained on dataset {checkpoint['manifest_hash'][:12]}, "
+                        f"but {manifest_path} describes {manifest['content_hash'][:12]}; rerun pretrain")
+    trained_with = checkpoint["params"]
+    device = rt.set_up(params["runtime"])
+    seed = trained_with["train"]["seed"]
+    trained = model_lib.build(trained_with, seed)
+    random_init = model_lib.build(trained_with, seed)
     trained.load_state_dict(checkpoint["model"])
-    size = params["model"]["input_size"]
     cfg = params["extract"]
-    splits = {split: load_split(manifest, split, size) for split in SPLITS}
+    splits = {split: load_split(manifest, split, trained_with["model"]["input_size"]) for split in SPLITS}
     for name, net in (("simclr", trained), ("random", random_init)):
         encoder = net.encoder.to(device)
         if cfg["channels_last"]:
@@ -37,7 +42,7 @@ def extract(params: dict, manifest_path: Path, model_path: Path, out_dir: Path, 
         arrays = {}
         for split, (images, labels, classes) in splits.items():
             arrays[f"{split}_x"] = model_lib.features(
-                encoder, images, cfg["batch_size"], device, lambda: autocast(device, cfg["precision"]),
+                encoder, images, cfg["batch_size"], device, lambda: rt.autocast(device, cfg["precision"]),
                 cfg["channels_last"], desc=f"extract: {name} {split}", log=log).cpu().numpy()
             arrays[f"{split}_y"] = labels.numpy()
         arrays["classes"] = np.asarray(classes)

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .errors import UserError
+
 
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
@@ -68,3 +70,68 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def _unreadable(path: Path, what: str, why: str) -> UserError:
+    return UserError(f"{path}: expected {what}, {why}")
+
+
+def _check_keys(path: Path, what: str, obj, keys) -> None:
+    missing = [k for k in keys if k not in obj] if hasattr(obj, "__contains__") else list(keys)
+    if missing:
+        raise _unreadable(path, what, f"found no {', '.join(map(repr, missing))} in it")
+
+
+def read_json(path: str | Path, what: str, keys=()) -> dict:
+    """A JSON object from `path`; a missing, unreadable or foreign file is a UserError naming it."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise _unreadable(path, what, "found no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _unreadable(path, what, f"cannot read it ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise _unreadable(path, what, f"found text that is not JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(obj, dict):
+        raise _unreadable(path, what, f"found a JSON {type(obj).__name__}")
+    _check_keys(path, what, obj, keys)
+    return obj
+
+
+def load_torch(path: str | Path, what: str, keys=(), weights_only: bool = True):
+    """A torch.save'd dict from `path`, on the CPU; a missing, truncated or foreign file is a UserError."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise _unreadable(path, what, "found no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as exc:  # torch raises many types for a torn or foreign file
+        raise _unreadable(path, what, f"cannot load it ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(obj, dict):
+        raise _unreadable(path, what, f"found a {type(obj).__name__}")
+    _check_keys(path, what, obj, keys)
+    return obj
+
+
+def load_npz(path: str | Path, what: str, keys=()) -> dict:
+    """The arrays of an .npz file, all read into memory; a missing or foreign file is a UserError."""
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise _unreadable(path, what, "found no such file")
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError(f"a single {type(z).__name__}, not an archive of arrays")
+        with z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise _unreadable(path, what, f"cannot read it as .npz ({str(exc).splitlines()[0][:200]})") from None
+    _check_keys(path, what, arrays, keys)
+    return arrays

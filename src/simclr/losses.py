@@ -9,10 +9,12 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     """Mean NT-Xent over the 2N anchors.
 
     z1, z2: N x D projections of the two views; row i of z1 and row i of z2 are a positive pair,
-    and each anchor has the other 2N - 2 embeddings as negatives. Computed in float32 at least.
+    and each anchor has the other 2N - 2 embeddings as negatives. Computed in float32 at least
+    (bf16/fp16 inputs go up to float32; float64 stays float64).
     """
     n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # z: 2N x D, unit rows
+    z = torch.cat([z1, z2])
+    z = F.normalize(z.to(torch.promote_types(z.dtype, torch.float32)), dim=1)  # z: 2N x D, unit rows
     logits = z @ z.T / temperature  # 2N x 2N cosine similarities / t
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(self_mask, float("-inf"))  # an anchor is not its own negative

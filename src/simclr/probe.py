@@ -27,6 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from . import io
+from .errors import UserError
 from .knn import knn_predict
 
 ENCODERS = ("simclr", "random")
@@ -192,12 +193,29 @@ def save_embedding(path: Path, feats: dict, cfg: dict) -> dict:
     return legend
 
 
+FEATURE_KEYS = ("train_x", "train_y", "test_x", "test_y", "classes")
+
+
+def read_features(path: Path) -> dict:
+    """One encoder's features as extract writes them; anything else is a UserError naming the file."""
+    f = io.load_npz(path, "features written by simclr extract", keys=FEATURE_KEYS)
+    for split in ("train", "test"):
+        x, y = f[f"{split}_x"], f[f"{split}_y"]
+        if x.ndim != 2 or y.ndim != 1 or len(x) != len(y) or not len(y):
+            raise UserError(f"{path}: expected {split}_x (N x D) and {split}_y (N) with N > 0, "
+                            f"found shapes {x.shape} and {y.shape}")
+        if y.min() < 0 or y.max() >= len(f["classes"]):
+            raise UserError(f"{path}: expected {split}_y in 0..{len(f['classes']) - 1}, found {y.min()}..{y.max()}")
+    if f["train_x"].shape[1] != f["test_x"].shape[1]:
+        raise UserError(f"{path}: train_x has {f['train_x'].shape[1]} dimensions, test_x {f['test_x'].shape[1]}")
+    return f
+
+
 def probe(params: dict, features_dir: Path, metrics_path: Path, plots_dir: Path, log=print) -> dict:
     cfg = params["probe"]
     result, per_class, confusion, loaded = {}, [], [], {}
     for name in ENCODERS:
-        with np.load(Path(features_dir) / f"{name}.npz") as f:
-            loaded[name] = {k: f[k] for k in f.files}
+        loaded[name] = read_features(Path(features_dir) / f"{name}.npz")
     start = time.perf_counter()
     evaluated = evaluate_all(loaded, cfg)
     log(f"probe: {len(ENCODERS)} encoders evaluated in {time.perf_counter() - start:.1f}s")

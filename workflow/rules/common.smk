@@ -1,19 +1,36 @@
-# Validate the config before any job runs, and hand each stage exactly the keys it reads.
+# Validate the config once, before any job runs; name every path once; hand each stage exactly the
+# keys it tracks (params trigger) and the runtime section (a resource: how a job runs, not a trigger).
+import hashlib
 import json
 import os
+import re
 
-from snakemake.utils import validate
+import yaml
 
 from simclr import config as simclr_config
+from simclr import deps as simclr_deps
 
 try:
-    # one line per problem, naming the key (Snakemake's own message below is longer)
-    simclr_config.validate_params(config, "config")
+    # schema defaults filled in; one line per problem, naming the key
+    config.update(simclr_config.validate_params(config, "config"))
 except simclr_config.ParamsError as exc:
     raise WorkflowError(f"invalid config:\n{exc}") from None
-validate(config, "../schemas/params.schema.yaml", set_default=True)
 
-DATASET = f"data/{config['data']['source']}"
+
+# Snakemake writes under results/ only. The top-level data/manifest.json, models/, features/ and
+# metrics/ belong to DVC (dvc.yaml; the metrics are committed as the baseline that `dvc metrics diff`
+# compares against). Snakemake declares none of them, so it never reports a file that it did not make
+# (a committed baseline, a dvc repro output, a git checkout) as up to date for the params at hand.
+RESULTS = "results"
+DATASET = f"{RESULTS}/data/{config['data']['source']}"
+MANIFEST = f"{RESULTS}/data/manifest.json"
+MODEL = f"{RESULTS}/models/simclr.pt"
+LIVE = f"{RESULTS}/metrics/pretrain"
+CHECKPOINTS = f"{RESULTS}/checkpoints/pretrain"  # resumable; not an output, so no job deletes it
+FEATURES = f"{RESULTS}/features"
+PROBE = f"{RESULTS}/metrics/probe.json"
+PLOTS = f"{RESULTS}/metrics/plots"
+LOGS = f"{RESULTS}/logs"
 
 
 def all_cores():
@@ -25,9 +42,55 @@ def all_cores():
 
 
 CORES = all_cores()
-MANIFEST = "data/manifest.json"
+RUNTIME = json.dumps(config["runtime"], sort_keys=True)
 
 
 def stage_config(stage):
-    """The keys `stage` reads, as JSON for `simclr <stage> --config` (and Snakemake's params trigger)."""
+    """The keys `stage` tracks, as JSON for `simclr <stage> --config` (and Snakemake's params trigger)."""
     return json.dumps(simclr_config.stage_params(config, stage), sort_keys=True)
+
+
+def code(stage):
+    """The package files `simclr <stage>` imports or reads (simclr.deps): a change to one reruns the stage."""
+    return simclr_deps.code_deps(stage)
+
+
+def source_files():
+    """Files prepare reads besides params: a local CIFAR-10 archive (data.cifar10_archive)."""
+    data = config["data"]
+    return [data["cifar10_archive"]] if data["source"] == "cifar10" and data["cifar10_archive"] else []
+
+
+def folder_listing():
+    """data.source folder: a digest of every file's path, size and modification time under data.folder.
+    As a param of prepare, any change inside the user's layout reruns prepare and validate (the
+    folder's own time does not change when a file deep inside it does); downstream reruns only when
+    the manifest's content changed. Empty for the other sources."""
+    data = config["data"]
+    if data["source"] != "folder" or not os.path.isdir(data["folder"]):
+        return ""
+    digest = hashlib.sha256()
+    for top, dirs, files in os.walk(data["folder"]):
+        dirs.sort()
+        for name in sorted(files):
+            st = os.stat(os.path.join(top, name))
+            digest.update(f"{os.path.relpath(os.path.join(top, name), data['folder'])}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def dvc_outputs():
+    """Every path dvc.yaml writes, for the current data.source."""
+    text = (Path(workflow.basedir) / "dvc.yaml").read_text().replace("${data.source}", config["data"]["source"])
+    out = []
+    for stage in yaml.safe_load(text)["stages"].values():
+        for kind in ("outs", "metrics", "plots"):
+            out += [e if isinstance(e, str) else next(iter(e)) for e in stage.get(kind, [])]
+    return out
+
+
+def refuse_dvc_output(wildcards):
+    path = wildcards.dvc_path
+    raise WorkflowError(
+        f"{path} is written by DVC (dvc repro), not by this workflow, which writes {RESULTS}/{path}: "
+        f"run `snakemake {RESULTS}/{path} --cores 1 --resources gpu=1`, or `dvc repro` for {path}"
+    )

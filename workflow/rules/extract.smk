@@ -1,20 +1,23 @@
 rule extract:
     input:
         manifest=MANIFEST,
-        model="models/simclr.pt",
+        dataset=DATASET,  # the images the manifest lists
+        model=MODEL,
+        code=code("extract"),
     output:
-        simclr="features/simclr.npz",
-        random="features/random.npz",
+        simclr=f"{FEATURES}/simclr.npz",
+        random=f"{FEATURES}/random.npz",
     params:
         cfg=stage_config("extract"),
         out_dir=lambda wildcards, output: os.path.dirname(output.simclr),
     conda:
         "../envs/simclr.yaml"
     log:
-        "logs/extract.log",
+        f"{LOGS}/extract.log",
     threads: CORES
     resources:
         gpu=1,
+        simclr_runtime=RUNTIME,
     shell:
         "simclr extract --manifest {input.manifest} --model {input.model} --out-dir {params.out_dir}"
-        " --config {params.cfg:q} 2>&1 | tee {log}"
+        " --config {params.cfg:q} --runtime {resources.simclr_runtime:q} 2>&1 | tee {log}"

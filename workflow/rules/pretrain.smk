@@ -1,13 +1,11 @@
-# One process per GPU: train.gpus > 1 runs pretrain under torchrun (DDP) and reserves that many gpus.
-GPUS = config["train"]["gpus"]
-LIVE = "metrics/pretrain"
-
-
+# runtime.gpus > 1: `simclr pretrain` starts itself under torchrun (DDP); the job reserves that many gpus.
 rule pretrain:
     input:
         manifest=MANIFEST,
+        dataset=DATASET,  # the images the manifest lists
+        code=code("pretrain"),
     output:
-        model="models/simclr.pt",
+        model=MODEL,
         metrics=report(
             f"{LIVE}/metrics.json",
             caption="../report/pretrain_metrics.rst",
@@ -25,15 +23,17 @@ rule pretrain:
         ],
     params:
         cfg=stage_config("pretrain"),
-        launch="simclr" if GPUS == 1 else f"torchrun --standalone --nproc_per_node={GPUS} -m simclr",
         live_dir=lambda wildcards, output: os.path.dirname(output.metrics),
+        checkpoints=CHECKPOINTS,  # not an output: no job deletes it
     conda:
         "../envs/simclr.yaml"
     log:
-        "logs/pretrain.log",
+        f"{LOGS}/pretrain.log",
     threads: CORES
     resources:
-        gpu=GPUS,
+        gpu=config["runtime"]["gpus"],
+        simclr_runtime=RUNTIME,
     shell:
-        "{params.launch} pretrain --manifest {input.manifest} --model {output.model} --live-dir {params.live_dir}"
-        " --config {params.cfg:q} 2>&1 | tee {log}"
+        "simclr pretrain --manifest {input.manifest} --model {output.model} --live-dir {params.live_dir}"
+        " --checkpoint-dir {params.checkpoints} --config {params.cfg:q} --runtime {resources.simclr_runtime:q}"
+        " 2>&1 | tee {log}"

@@ -1,21 +1,22 @@
 rule probe:
     input:
-        simclr="features/simclr.npz",
-        random="features/random.npz",
+        simclr=rules.extract.output.simclr,
+        random=rules.extract.output.random,
+        code=code("probe"),
     output:
         metrics=report(
-            "metrics/probe.json",
+            PROBE,
             caption="../report/probe_metrics.rst",
             category="Probe",
         ),
         per_class=report(
-            "metrics/plots/per_class.csv",
+            f"{PLOTS}/per_class.csv",
             caption="../report/per_class.rst",
             category="Probe",
         ),
-        confusion="metrics/plots/confusion.csv",
+        confusion=f"{PLOTS}/confusion.csv",
         embedding=report(
-            "metrics/plots/embedding.png",
+            f"{PLOTS}/embedding.png",
             caption="../report/embedding.rst",
             category="Probe",
         ),
@@ -26,7 +27,7 @@ rule probe:
     conda:
         "../envs/simclr.yaml"
     log:
-        "logs/probe.log",
+        f"{LOGS}/probe.log",
     threads: CORES
     shell:
         "simclr probe --features-dir {params.features_dir} --metrics {output.metrics}"

@@ -1,6 +1,7 @@
 rule validate:
     input:
-        DATASET,
+        dataset=DATASET,
+        code=code("validate"),
     output:
         MANIFEST,
     params:
@@ -8,7 +9,7 @@ rule validate:
     conda:
         "../envs/simclr.yaml"
     log:
-        "logs/validate.log",
+        f"{LOGS}/validate.log",
     threads: CORES
     shell:
-        "simclr validate {input} --manifest {output} --config {params.cfg:q} 2>&1 | tee {log}"
+        "simclr validate {input.dataset} --manifest {output} --config {params.cfg:q} 2>&1 | tee {log}"
