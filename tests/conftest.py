@@ -165,3 +165,44 @@ def _restore_torch_switches():
     yield
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.benchmark = benchmark
+
+
+def sh(cwd, *cmd, check=True, timeout=600):
+    """Run git, dvc or snakemake (this venv's) as a user types it; fail with its output when check."""
+    exe = str(BIN / cmd[0]) if cmd[0] in ("dvc", "snakemake") else cmd[0]
+    proc = subprocess.run([exe, *map(str, cmd[1:])], cwd=cwd, capture_output=True, text=True, env=tool_env(),
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def dvc_baseline(tmp_path_factory):
+    """A git repository with micro params in which `dvc repro` ran and its results were committed, as
+    this project's own repository is: (path, commit). Tests may add commits; clone `commit` for a pristine copy."""
+    project = copy_project(tmp_path_factory.mktemp("dvc") / "project")
+    sh(project, "git", "init", "-q", "-b", "main")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "baseline code")
+    first = sh(project, "dvc", "repro")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "baseline results")
+    return project, sh(project, "git", "rev-parse", "HEAD").stdout.strip(), first
+
+
+def fresh_clone(dvc_baseline, dest: Path) -> Path:
+    """A fresh clone of the dvc_baseline repository at its baseline commit."""
+    origin, commit, _ = dvc_baseline
+    sh(dest.parent, "git", "clone", "-q", origin, dest)
+    sh(dest, "git", "checkout", "-q", commit)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def snakemade(dvc_baseline, tmp_path_factory):
+    """A fresh clone of dvc_baseline after `snakemake --cores 1 --resources gpu=1`: a used workspace.
+    Tests that edit it put back what they changed."""
+    clone = fresh_clone(dvc_baseline, tmp_path_factory.mktemp("snakemade") / "clone")
+    sh(clone, "snakemake", "--cores", "1", "--resources", "gpu=1")
+    return clone

@@ -2,7 +2,6 @@
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 import torch
@@ -10,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from conftest import BIN, prepare_micro, relative_error, run_cli
+from conftest import BIN, prepare_micro, relative_error, run_cli, wait_for
 from simclr import config, distributed, model as model_lib
 from simclr.accumulate import step_gradients
 
@@ -160,11 +159,7 @@ def test_kill_then_rerun_resumes_to_the_uninterrupted_two_rank_model(dataset, re
     base, params = dataset
     cmd = torchrun(tmp_path, params, base / "manifest.json")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.time() + 180
-    while not (tmp_path / "ckpt" / "last.pt").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline
-        time.sleep(0.01)
+    wait_for(tmp_path / "ckpt" / "last.pt", proc)
     # the whole job dies at once, as when a node is lost (torchrun starts workers in their own sessions)
     for pid in processes_mentioning(str(tmp_path / "ckpt")):
         os.kill(pid, signal.SIGKILL)

@@ -1,20 +1,11 @@
 """`dvc repro`, `dvc metrics diff` and `dvc exp run -S` in a real git repository, as a user runs them."""
 import json
-import subprocess
 
 import pytest
 
-from conftest import BIN, copy_project, tool_env
+from conftest import sh
 
 pytestmark = pytest.mark.slow  # real snakemake/dvc/torchrun subprocesses or whole micro runs
-
-
-def sh(cwd, *cmd, check=True):
-    exe = str(BIN / cmd[0]) if cmd[0] == "dvc" else cmd[0]
-    proc = subprocess.run([exe, *cmd[1:]], cwd=cwd, capture_output=True, text=True, env=tool_env(), timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
 
 
 def ran_stages(proc):
@@ -22,15 +13,9 @@ def ran_stages(proc):
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    project = copy_project(tmp_path_factory.mktemp("dvc") / "project")
-    sh(project, "git", "init", "-q", "-b", "main")
-    sh(project, "git", "add", "-A")
-    sh(project, "git", "commit", "-qm", "baseline code")
-    first = sh(project, "dvc", "repro")
+def repo(dvc_baseline):
+    project, _, first = dvc_baseline
     assert ran_stages(first) == ["prepare", "validate", "pretrain", "extract", "probe"]
-    sh(project, "git", "add", "-A")
-    sh(project, "git", "commit", "-qm", "baseline results")
     return project
 
 
@@ -75,6 +60,21 @@ def test_push_then_pull_in_a_fresh_clone_restores_outputs_without_recomputing(re
     proc = sh(clone, "dvc", "repro")
     assert ran_stages(proc) == [] and "up to date" in proc.stdout
     assert sh(clone, "dvc", "status").stdout.strip().endswith("Data and pipelines are up to date.")
+
+
+def test_runtime_change_reruns_nothing_and_extract_code_change_reruns_extract_and_probe(repo):
+    params = repo / "params.yaml"
+    text = params.read_text()
+    params.write_text(text.replace("checkpoint_every: 1", "checkpoint_every: 7").replace("threads: 0", "threads: 1"))
+    assert "Data and pipelines are up to date." in sh(repo, "dvc", "status").stdout
+    assert ran_stages(sh(repo, "dvc", "repro")) == []
+    params.write_text(text)
+    code = repo / "src" / "simclr" / "extract.py"  # in extract's import closure only
+    code.write_text(code.read_text() + "\n# a comment is a change too\n")
+    assert ran_stages(sh(repo, "dvc", "repro")) == ["extract", "probe"]
+    sh(repo, "git", "checkout", "--", "src", "dvc.lock", "metrics")
+    sh(repo, "dvc", "checkout")
+    assert "Data and pipelines are up to date." in sh(repo, "dvc", "status").stdout
 
 
 def test_probe_param_change_reruns_only_probe_and_metrics_diff_shows_it(repo):

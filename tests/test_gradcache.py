@@ -3,9 +3,10 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import relative_error
+from simclr.accumulate import step_gradients
 from simclr.losses import nt_xent
 from simclr.model import SimCLR
-from simclr.accumulate import step_gradients
 
 B, T = 7, 0.5  # a batch that does not divide evenly by chunk 3
 
@@ -66,8 +67,7 @@ def model(norm):
     return Tiny(norm).double()
 
 
-def rel_err(a, b):
-    return float((a - b).norm() / b.norm())
+rel_err = relative_error
 
 
 def test_one_chunk_is_the_plain_full_batch_step():

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import micro_params_yaml, run_cli
+from conftest import prepare_micro
 from simclr import config, live as live_log, pretrain as pt
 from simclr.progress import progress
 
@@ -18,12 +18,8 @@ EPOCHS = 3
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A 3-epoch micro pretrain with the kNN monitor every 2nd epoch, logged through DVCLive."""
-    base = tmp_path_factory.mktemp("live")
-    params = base / "params.yaml"
-    params.write_text(micro_params_yaml(**{"train.epochs": EPOCHS, "train.knn_every": 2}))
-    run_cli("prepare", "--params", params, "--out", base / "digits", check=True)
-    run_cli("validate", base / "digits", "--manifest", base / "manifest.json", "--params", params, check=True)
-    p = config.load_params(params)
+    base, params = prepare_micro(tmp_path_factory.mktemp("live"), **{"train.epochs": EPOCHS, "train.knn_every": 2})
+    p = config.given(config.load_params(params), "pretrain")
     pt.pretrain(p, base / "manifest.json", base / "model.pt", base / "live", base / "ckpt", log=lambda m: None)
     return base, p
 

@@ -42,7 +42,7 @@ def all_cores():
 
 
 CORES = all_cores()
-RUNTIME = json.dumps(config["runtime"], sort_keys=True)
+RUNTIME = json.dumps(config["runtime"], sort_keys=True, separators=(",", ":"))
 
 
 def stage_config(stage):
@@ -64,8 +64,7 @@ def source_files():
 def folder_listing():
     """data.source folder: a digest of every file's path, size and modification time under data.folder.
     As a param of prepare, any change inside the user's layout reruns prepare and validate (the
-    folder's own time does not change when a file deep inside it does); downstream reruns only when
-    the manifest's content changed. Empty for the other sources."""
+    folder's own time does not change when a file deep inside it does). Empty for the other sources."""
     data = config["data"]
     if data["source"] != "folder" or not os.path.isdir(data["folder"]):
         return ""
