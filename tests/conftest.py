@@ -52,11 +52,13 @@ def run_cli(*args, cwd=None, env=None, check=False):
     return proc
 
 
-# Params for runs that must finish in seconds: a few dozen digits, one epoch, 8x8 inputs.
+# Params for runs that must finish in seconds: a few dozen digits, one epoch, 8x8 inputs; exact mode
+# in two chunks, channels_last (the default) and a head narrower than 128, so that every whole run
+# (CLI, Snakemake, DVC) goes through them (extract once broke on another proj_dim under Snakemake).
 MICRO_PARAMS = {
     "data": {"limit_per_class": 4},
-    "model": {"input_size": 8},
-    "train": {"epochs": 1, "batch_size": 16, "channels_last": False, "knn_every": 1},
+    "model": {"input_size": 8, "proj_dim": 64},
+    "train": {"epochs": 1, "batch_size": 16, "chunk_size": 8, "accumulate": "exact", "knn_every": 1},
     "runtime": {"device": "cpu"},
     "optim": {"warmup_epochs": 0},
     "extract": {"batch_size": 64},

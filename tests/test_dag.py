@@ -18,10 +18,11 @@ STAGES = ["prepare", "validate", "pretrain", "extract", "probe"]
 RESULTS = "results/"
 
 
-def snakemake_jobs():
-    """rule -> {cmd, config, runtime, input, output} from `snakemake --detailed-summary` (a TSV, one row per output)."""
+def snakemake_jobs(project):
+    """rule -> {cmd, config, runtime, input, output} of the jobs Snakemake ran in `project`, from
+    `snakemake --detailed-summary` (a TSV of its records, one row per output)."""
     proc = subprocess.run([str(BIN / "snakemake"), "--detailed-summary", "--cores", "1"],
-                          cwd=ROOT, capture_output=True, text=True, env=tool_env(), timeout=300)
+                          cwd=project, capture_output=True, text=True, env=tool_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
     jobs = {}
     for row in csv.DictReader(io.StringIO(proc.stdout), delimiter="\t"):
@@ -37,9 +38,9 @@ def snakemake_jobs():
     return jobs
 
 
-def dvc_stages():
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    text = re.sub(r"\$\{([\w.]+)\}", lambda m: str(config.get(params, m.group(1))), (ROOT / "dvc.yaml").read_text())
+def dvc_stages(project=ROOT):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    text = re.sub(r"\$\{([\w.]+)\}", lambda m: str(config.get(params, m.group(1))), (project / "dvc.yaml").read_text())
     return yaml.safe_load(text)["stages"]
 
 
@@ -54,8 +55,14 @@ def local(path: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def both():
-    return snakemake_jobs(), dvc_stages()
+def both(snakemade):
+    """What Snakemake ran in a clone of this project (micro params), and that clone's dvc.yaml."""
+    return snakemake_jobs(snakemade), dvc_stages(snakemade)
+
+
+@pytest.fixture(scope="module")
+def params(snakemade):
+    return config.load_params(snakemade / "params.yaml")
 
 
 @pytest.mark.slow
@@ -91,10 +98,9 @@ def test_same_inputs_and_outputs(both, stage):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
-def test_same_params_and_runtime_tracked_by_neither(both, stage):
+def test_same_params_and_runtime_tracked_by_neither(both, params, stage):
     jobs, stages = both
     assert stages[stage]["params"] == config.STAGE_PARAMS[stage]
-    params = config.load_params(ROOT / "params.yaml")
     assert jobs[stage]["config"] == config.stage_params(params, stage)
     assert "runtime" not in jobs[stage]["config"] and not any(p.startswith("runtime") for p in stages[stage]["params"])
     if stage in config.RUNTIME_STAGES:

@@ -71,7 +71,8 @@ def test_runtime_change_reruns_nothing_and_extract_code_change_reruns_extract_an
     params.write_text(text)
     code = repo / "src" / "simclr" / "extract.py"  # in extract's import closure only
     code.write_text(code.read_text() + "\n# a comment is a change too\n")
-    assert ran_stages(sh(repo, "dvc", "repro")) == ["extract", "probe"]
+    # extract reruns; its features come out byte-identical, so DVC (which compares checksums) keeps probe
+    assert ran_stages(sh(repo, "dvc", "repro")) == ["extract"]
     sh(repo, "git", "checkout", "--", "src", "dvc.lock", "metrics")
     sh(repo, "dvc", "checkout")
     assert "Data and pipelines are up to date." in sh(repo, "dvc", "status").stdout

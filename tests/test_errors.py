@@ -54,7 +54,7 @@ def test_a_model_of_another_kind_is_named(validated, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("text, found", [("{not json", "found text that is not JSON"), ("[1, 2]", "found a JSON list"),
-                                         ('{"classes": []}', "found no 'content_hash', 'root' in it")])
+                                         ('{"classes": []}', "found no 'content_hash', 'root', 'splits' in it")])
 def test_manifest_that_is_not_a_manifest_is_named(validated, capsys, tmp_path, text, found):
     manifest = tmp_path / "manifest.json"
     manifest.write_text(text)

@@ -35,6 +35,7 @@ def write_params(tmp_path, **overrides):
     return p
 
 
+@pytest.mark.slow
 def test_digits_source_writes_a_valid_stratified_layout(tmp_path):
     params = write_params(tmp_path, **{"data.limit_per_class": None})
     run_cli("prepare", "--params", params, "--out", tmp_path / "digits", check=True)

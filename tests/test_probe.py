@@ -40,6 +40,7 @@ def test_c_is_chosen_on_held_out_train_never_on_test(feats, monkeypatch):
     assert metrics["linear_C"] == grid[int(np.argmax(scores))]
 
 
+@pytest.mark.slow
 def test_parallel_and_in_process_evaluation_agree(feats):
     both = {"a": feats, "b": dict(feats, train_x=feats["train_x"][:, ::-1].copy())}
     pooled = probe.evaluate_all(both, CFG, jobs=2)
@@ -178,3 +179,13 @@ def test_features_that_are_not_extracts_npz_name_the_file(feats, tmp_path, conte
         path.write_bytes(content)
     with pytest.raises(UserError, match=rf"{path}: expected features written by simclr extract, .*{found}"):
         probe.read_features(path)
+
+
+def test_a_class_too_small_for_the_held_out_split_names_the_key(feats):
+    from simclr.errors import UserError
+
+    few = dict(feats)
+    keep = np.concatenate([np.flatnonzero(feats["train_y"] != 3), np.flatnonzero(feats["train_y"] == 3)[:1]])
+    few["train_x"], few["train_y"] = feats["train_x"][keep], feats["train_y"][keep]  # one image of class 3
+    with pytest.raises(UserError, match=r"probe.val_fraction: expected a held-out part of train \(0.25 of \d+ images\)"):
+        probe.evaluate(few, CFG, jobs=1)

@@ -31,7 +31,26 @@ def test_dvclive_under_snakemake_saves_no_experiment_and_leaves_dvc_yaml_alone(r
     assert git(ran, "for-each-ref", "refs/exps") == ""  # `dvc exp save` would have written a ref here
     assert not list(ran.glob("results/metrics/pretrain/**/dvc.yaml"))
     assert json.loads((ran / "results" / "metrics" / "pretrain" / "metrics.json").read_text())["step"] == 1
-    assert not (ran / "metrics").exists() and not (ran / "models").exists()  # DVC's paths are left to DVC
+    # DVC's paths are left to DVC: the committed baseline untouched, no model or features written there
+    assert git(ran, "status", "--porcelain", "metrics", "data") == ""
+    assert not (ran / "models").exists() and not (ran / "features").exists()
+
+
+def test_each_stage_ran_with_its_own_keys_on_the_micro_settings(ran):
+    """Under Snakemake each stage is handed only the keys it tracks; extract builds the model from the
+    model file (a 64-wide head here), pretrain saved its tracked params without runtime."""
+    import torch
+
+    from simclr import config
+
+    saved = torch.load(ran / "results" / "models" / "simclr.pt", weights_only=False)
+    params = config.load_params(ran / "params.yaml")
+    assert saved["params"] == config.stage_params(params, "pretrain") and "runtime" not in saved["params"]
+    assert saved["params"]["train"]["accumulate"] == "exact" and saved["params"]["train"]["chunk_size"] == 8
+    assert saved["model"]["head.3.weight"].shape[0] == 64 == params["model"]["proj_dim"]
+    assert "chunk 8, exact" in (ran / "results" / "logs" / "pretrain.log").read_text()
+    probe = json.loads((ran / "results" / "metrics" / "probe.json").read_text())
+    assert probe["simclr"] != probe["random"]  # extract loaded the trained weights
 
 
 def test_embedding_png_has_one_colour_per_class(ran):
@@ -64,6 +83,7 @@ def test_report_holds_the_metrics_with_captions(ran):
 
 
 def test_second_run_has_nothing_to_do(ran):
+    assert pending(ran) == set()
     proc = snakemake(ran)
     assert proc.returncode == 0
     assert "Nothing to be done" in proc.stdout + proc.stderr

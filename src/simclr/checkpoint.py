@@ -118,8 +118,10 @@ class Checkpoints:
                 continue
             try:
                 state = torch.load(path, map_location="cpu", weights_only=False)
-                if not isinstance(state, dict) or "fingerprint" not in state or "run" not in state:
+                if not isinstance(state, dict) or "fingerprint" not in state:
                     raise ValueError("not a pretrain checkpoint")
+                if "run" not in state:
+                    raise ValueError("written by an older version of pretrain")
             except Exception as exc:  # torn or foreign file: say so and fall back
                 log(f"warning: {path}: unreadable checkpoint ({type(exc).__name__}: {exc}); ignoring it")
                 continue

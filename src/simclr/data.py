@@ -126,6 +126,13 @@ def decode(path: Path, size: int) -> np.ndarray:
         raise LayoutError(f"{path}: cannot decode image: {exc.strerror or exc}") from None
 
 
+def read_manifest(path: str | Path) -> dict:
+    """The manifest `simclr validate` wrote; anything else is a UserError naming the file."""
+    from . import io
+
+    return io.read_json(path, "a dataset manifest (simclr validate)", keys=("content_hash", "root", "classes", "splits"))
+
+
 def cache_dir() -> Path:
     """Where decoded splits are kept: $SIMCLR_CACHE, else .cache/simclr under the working directory."""
     return Path(os.environ.get("SIMCLR_CACHE", ".cache/simclr"))

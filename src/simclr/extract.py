@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from . import io, model as model_lib, runtime as rt
-from .data import SPLITS, load_split
+from .data import SPLITS, load_split, read_manifest
 from .errors import UserError
 
 
 def extract(params: dict, manifest_path: Path, model_path: Path, out_dir: Path, log=print) -> None:
     """`params` holds the extract section and runtime."""
-    manifest = io.read_json(manifest_path, "a dataset manifest (simclr validate)", keys=("content_hash", "root"))
+    manifest = read_manifest(manifest_path)
     checkpoint = io.load_torch(model_path, "a model written by simclr pretrain",
                                keys=("model", "params", "manifest_hash"), weights_only=False)
     if checkpoint["manifest_hash"] != manifest["content_hash"]:

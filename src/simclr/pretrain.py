@@ -28,7 +28,7 @@ from . import augment as aug, distributed as ddp, io, model as model_lib, optim 
 from .accumulate import step_gradients
 from .checkpoint import Checkpoints, Interrupted, RunState, fingerprint, restore_rng, rng_states, stop_on_signals
 from .distributed import torchrun_command
-from .data import load_split
+from .data import load_split, read_manifest
 from .errors import UserError
 from .knn import knn_accuracy
 from .live import log_epoch, open_live
@@ -116,7 +116,7 @@ def pretrain(params: dict, manifest_path: Path, model_path: Path, live_dir: Path
 
 def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, rank, world, local_rank):
     train, optim_cfg, runtime = params["train"], params["optim"], params["runtime"]
-    manifest = io.read_json(manifest_path, "a dataset manifest (simclr validate)", keys=("content_hash", "root"))
+    manifest = read_manifest(manifest_path)
     device = rt.set_up(runtime, train["deterministic"], local_rank)
     monitor = rank == 0 and train["knn_every"] > 0  # only rank 0 evaluates the kNN monitor
     splits = {split: load_split(manifest, split, params["model"]["input_size"])  # uint8 N x 3 x S x S

@@ -60,7 +60,11 @@ def _pool(jobs: int | None):
 
 
 def _held_out(x, y, val_fraction: float, seed: int):
-    return train_test_split(x, y, test_size=val_fraction, random_state=seed, stratify=y)  # xa, xb, ya, yb
+    try:
+        return train_test_split(x, y, test_size=val_fraction, random_state=seed, stratify=y)  # xa, xb, ya, yb
+    except ValueError as exc:  # too few train images of some class for a stratified split
+        raise UserError(f"probe.val_fraction: expected a held-out part of train ({val_fraction} of {len(y)} images) "
+                        f"that every class reaches on both sides, found: {exc}") from None
 
 
 def topk(proba: np.ndarray, classes: np.ndarray, y: np.ndarray, k: int) -> float:
