@@ -62,7 +62,8 @@ MICRO_PARAMS = {
     "runtime": {"device": "cpu"},
     "optim": {"warmup_epochs": 0},
     "extract": {"batch_size": 64},
-    "probe": {"c_num": 2, "shots": 1, "shot_draws": 2, "knn_k": 5, "max_iter": 200, "val_fraction": 0.5},
+    "probe": {"c_num": 2, "shots": 1, "shot_draws": 2, "knn_k": 5, "max_iter": 200, "val_fraction": 0.5,
+              "embedding": "pca"},
 }
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import BIN, assert_same_weights, prepare_micro, run_cli, wait_for
+from conftest import BIN, assert_same_weights, prepare_micro, wait_for
 
 pytestmark = pytest.mark.slow  # real snakemake/dvc/torchrun subprocesses or whole micro runs
 
@@ -175,27 +175,36 @@ def test_sigint_checkpoints_and_exits_130(dataset, tmp_path):
     assert run_state(tmp_path / "ckpt" / "last.pt")["batch"] > 0
 
 
-def killed_then_rerun_with(dataset, killed, tmp_path, old: str, new: str):
-    """The killed run, rerun with `old` replaced by `new` in params.yaml."""
+def killed_then_rerun_with(dataset, killed, tmp_path, old: str, new: str) -> str:
+    """The killed run, rerun with `old` replaced by `new` in params.yaml, until it has said whether it
+    resumes (its first epoch line, or the resume line); returns what it printed by then."""
     base, params = dataset
     copy_of(killed, tmp_path)
     changed = tmp_path / "params.yaml"
     text = params.read_text()
     assert old in text
     changed.write_text(text.replace(old, new))
-    return pretrain(tmp_path, changed, base / "manifest.json")
+    proc = subprocess.Popen(command(tmp_path, changed, base / "manifest.json"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    seen = ""
+    while not ("resuming from epoch" in seen or "\nepoch " in seen):
+        line = proc.stdout.readline()
+        assert line, f"pretrain ended before deciding:\n{seen}"
+        seen += line
+    proc.kill()
+    proc.communicate(timeout=60)
+    return seen
 
 
 def test_changed_training_param_starts_fresh(dataset, killed, tmp_path):
-    proc = killed_then_rerun_with(dataset, killed, tmp_path, "temperature: 0.5", "temperature: 0.3")
-    assert proc.returncode == 0
-    assert "belongs to other params, data or code" in proc.stdout and "starting fresh" in proc.stdout
-    assert "resuming" not in proc.stdout
+    out = killed_then_rerun_with(dataset, killed, tmp_path, "temperature: 0.5", "temperature: 0.3")
+    assert "belongs to other params, data or code" in out and "starting fresh" in out
+    assert "resuming" not in out and "\nepoch 1/2: loss" in out
 
 
 def test_changed_runtime_key_still_resumes(dataset, killed, tmp_path):
-    proc = killed_then_rerun_with(dataset, killed, tmp_path, "checkpoint_every: 1", "checkpoint_every: 5")
-    assert proc.returncode == 0 and "resuming from epoch" in proc.stdout
+    out = killed_then_rerun_with(dataset, killed, tmp_path, "checkpoint_every: 1", "checkpoint_every: 5")
+    assert "resuming from epoch" in out
 
 
 def test_torn_last_checkpoint_falls_back_to_previous_pt(dataset, reference, mid_epoch, tmp_path):
@@ -214,9 +223,7 @@ def test_torn_last_checkpoint_falls_back_to_previous_pt(dataset, reference, mid_
 def test_finished_run_rerun_rewrites_its_outputs_without_training(dataset, reference, tmp_path):
     """DVC deletes a stage's outputs before rerunning it; a rerun of a finished run restores them."""
     base, params = dataset
-    proc = pretrain(tmp_path, params, base / "manifest.json")
-    (tmp_path / "model.pt").unlink()
-    shutil.rmtree(tmp_path / "live")
+    shutil.copytree(reference / "ckpt", tmp_path / "ckpt")  # the finished run's checkpoints, no outputs
     again = pretrain(tmp_path, params, base / "manifest.json")
     assert again.returncode == 0 and f"resuming from epoch {EPOCHS + 1}" in again.stdout
     assert curve(tmp_path, "loss") == curve(reference, "loss")
@@ -224,8 +231,8 @@ def test_finished_run_rerun_rewrites_its_outputs_without_training(dataset, refer
 
 
 def test_resume_never_ignores_checkpoints(dataset, killed, tmp_path):
-    proc = killed_then_rerun_with(dataset, killed, tmp_path, "resume: auto", "resume: never")
-    assert proc.returncode == 0 and "resuming" not in proc.stdout
+    out = killed_then_rerun_with(dataset, killed, tmp_path, "resume: auto", "resume: never")
+    assert "resuming" not in out and "\nepoch 1/2: loss" in out
 
 
 def test_non_finite_loss_stops_with_clear_error_and_no_model(dataset, tmp_path, monkeypatch):
@@ -254,12 +261,14 @@ def test_same_seed_twice_gives_identical_weights_and_probe_metrics(dataset, refe
     proc = pretrain(again, params, base / "manifest.json")
     assert proc.returncode == 0
     assert_same_weights(weights(again / "model.pt"), weights(reference / "model.pt"))
+    from simclr import cli
+
     metrics = []
-    for work in (reference, again):
-        run_cli("extract", "--params", params, "--manifest", base / "manifest.json", "--model", work / "model.pt",
-                "--out-dir", work / "features", check=True)
-        run_cli("probe", "--params", params, "--features-dir", work / "features", "--metrics", work / "probe.json",
-                "--plots-dir", work / "plots", check=True)
+    for work in (reference, again):  # in this process: the CLI's main, as the console script calls it
+        assert cli.main(["extract", "--params", str(params), "--manifest", str(base / "manifest.json"),
+                         "--model", str(work / "model.pt"), "--out-dir", str(work / "features")]) == 0
+        assert cli.main(["probe", "--params", str(params), "--features-dir", str(work / "features"),
+                         "--metrics", str(work / "probe.json"), "--plots-dir", str(work / "plots")]) == 0
         metrics.append((work / "probe.json").read_bytes())
     assert metrics[0] == metrics[1]
     assert json.loads(metrics[0])["simclr"]["linear_top1"] >= 0

@@ -37,13 +37,12 @@ def test_fresh_clone_runs_everything_and_never_answers_with_the_committed_baseli
     assert pending(clone) == STAGES
     assert pending(clone, "results/metrics/probe.json") == STAGES
     assert pending(clone, "results/data/manifest.json") == {"prepare", "validate"}
+    # a target short of `all` starts from prepare (a committed manifest no longer lets it be skipped,
+    # and pretrain declares the dataset folder it reads): it builds, as the snakemade fixture's run shows
     assert pending(clone, "results/models/simclr.pt") == {"prepare", "validate", "pretrain"}
     for target in DVC_TARGETS:
         assert refused(clone, target), target
     assert not (clone / "results").exists()
-    # a single target short of `all` builds from a fresh clone (prepare is not skipped for a committed manifest)
-    sh(clone, "snakemake", "results/models/simclr.pt", "--cores", "1", "--resources", "gpu=1")
-    assert pending(clone, "results/models/simclr.pt") == set() and pending(clone) == {"extract", "probe"}
 
 
 @pytest.fixture
