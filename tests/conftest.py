@@ -209,3 +209,13 @@ def snakemade(dvc_baseline, tmp_path_factory):
     clone = fresh_clone(dvc_baseline, tmp_path_factory.mktemp("snakemade") / "clone")
     sh(clone, "snakemake", "--cores", "1", "--resources", "gpu=1")
     return clone
+
+
+def pending(project, *targets) -> set[str]:
+    """Rules that `snakemake --summary` plans to run for the targets: read from its TSV's plan column."""
+    import csv
+    import io
+
+    proc = sh(project, "snakemake", "--summary", "--cores", "1", *targets)
+    return {row["rule"] for row in csv.DictReader(io.StringIO(proc.stdout), delimiter="\t")
+            if row["plan"] != "no update"}

@@ -1,25 +1,16 @@
 """No stale answers: in a fresh clone and in a used workspace, after a change to params, code or data,
 asking Snakemake for any output either plans exactly the stale jobs or stops before any job naming
 the command that fixes it (README: "Snakemake and DVC side by side"). Real git, dvc and snakemake."""
-import csv
-import io
 import shutil
 
 import pytest
 
-from conftest import fresh_clone, make_layout, sh
+from conftest import fresh_clone, make_layout, pending, sh
 
 pytestmark = pytest.mark.slow  # real snakemake/dvc/torchrun subprocesses or whole micro runs
 
 STAGES = {"prepare", "validate", "pretrain", "extract", "probe"}
 DVC_TARGETS = ("metrics/probe.json", "data/manifest.json", "models/simclr.pt")
-
-
-def pending(project, *targets):
-    """Rules `snakemake --summary` plans to run for the targets (its TSV's plan column)."""
-    proc = sh(project, "snakemake", "--summary", "--cores", "1", *targets)
-    return {row["rule"] for row in csv.DictReader(io.StringIO(proc.stdout), delimiter="\t")
-            if row["plan"] != "no update"}
 
 
 def refused(project, target):

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, copy_project, tool_env
+from conftest import BIN, copy_project, pending, tool_env
 
 pytestmark = pytest.mark.slow  # real snakemake/dvc/torchrun subprocesses or whole micro runs
 
@@ -98,17 +98,6 @@ def test_runtime_change_reruns_nothing_and_a_probe_param_reruns_only_probe(ran):
     assert pending(ran) == {"probe"}
     params.write_text(text)
 
-
-def pending(project, *targets):
-    """Rules that `snakemake --summary` plans to run for the targets: read from its TSV, not from prose."""
-    import csv
-    import io
-
-    proc = subprocess.run([str(BIN / "snakemake"), "--summary", "--cores", "1", *targets], cwd=project,
-                          capture_output=True, text=True, env=tool_env(), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return {row["rule"] for row in csv.DictReader(io.StringIO(proc.stdout), delimiter="\t")
-            if row["plan"] != "no update"}
 
 
 def test_bad_param_is_one_line_error_before_any_job(tmp_path):
