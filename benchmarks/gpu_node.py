@@ -167,12 +167,6 @@ def cmd_sync_check(args) -> int:
 
 
 # ---------------------------------------------------------------- run
-def deep_update(base: dict, new: dict) -> dict:
-    for k, v in new.items():
-        base[k] = deep_update(dict(base.get(k, {})), v) if isinstance(v, dict) else v
-    return base
-
-
 def subset(src: Path, dest: Path, per_class: int) -> Path:
     """The first per_class images of each class and split of src, copied into dest."""
     from simclr.data import SPLITS, is_litter, read_classes
@@ -344,12 +338,14 @@ def cmd_run(args) -> int:
     smoke = args.smoke
     checks = SMOKE["checks"] if smoke else FULL_CHECKS
 
+    from simclr.config import merge
+
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    deep_update(params, yaml.safe_load(args.preset.read_text()))
+    params = merge(params, yaml.safe_load(args.preset.read_text()))
     data_root = Path(args.data)
     if smoke:
         data_root = subset(data_root, work / "subset", SMOKE["limit_per_class"])
-        deep_update(params, SMOKE["params"])
+        params = merge(params, SMOKE["params"])
     params["data"].update(source="folder", folder=str(data_root))
     p = work / "params.yaml"
     p.write_text(yaml.safe_dump(params, sort_keys=False))

@@ -25,10 +25,49 @@ def test_params_yaml_is_valid_and_spells_out_every_key():
     assert all_keys(filled) == all_keys(raw)
 
 
-@pytest.mark.parametrize("preset", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_presets_validate_against_the_schema(preset):
-    params = config.load_params(preset)
+PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_presets_validate_over_params_yaml_and_hold_only_what_they_change(preset):
+    base = config.load_params(ROOT / "params.yaml")
+    params = config.load_params(ROOT / "params.yaml", preset)
     assert params["data"]["source"] in ("cifar10", "folder")
+    own = yaml.safe_load(preset.read_text())
+    for key in all_keys(own):
+        if not isinstance(config.get(own, key), dict):
+            assert config.get(params, key) == config.get(own, key), key  # the preset's value wins
+            assert config.get(base, key) != config.get(own, key), f"{key}: the same as params.yaml"
+    changed = {k for k in all_keys(base) if config.get(base, k) != config.get(params, k)}
+    assert changed <= all_keys(own)  # nothing else moved
+
+
+def test_the_cpu_preset_is_the_measured_one():
+    """Keys the CPU preset inherits must stay what README's Results measured (a changed default would move them)."""
+    p = config.load_params(ROOT / "params.yaml", ROOT / "configs" / "cifar10-cpu.yaml")
+    measured = {"model.arch": "resnet18", "model.width": 16, "model.input_size": 16, "model.proj_dim": 128,
+                "train.epochs": 5, "train.batch_size": 256, "train.images_per_class": None, "train.temperature": 0.5,
+                "optim.name": "sgd", "optim.base_lr": 0.1, "optim.weight_decay": 1e-3, "optim.momentum": 0.9,
+                "optim.warmup_epochs": 0, "augment.crop_scale": [0.2, 1.0], "augment.flip_p": 0.5,
+                "augment.jitter_strength": 0.5, "augment.jitter_p": 0.8, "augment.gray_p": 0.2,
+                "data.source": "folder", "probe.shots": 5, "probe.knn_k": 200}
+    assert {k: config.get(p, k) for k in measured} == measured
+
+
+def test_the_b9_preset_is_appendix_b9():
+    """Keys the B.9 preset inherits from params.yaml must still be B.9's (a changed default would move it)."""
+    p = config.load_params(ROOT / "params.yaml", ROOT / "configs" / "cifar10-b9-resnet50.yaml")
+    b9 = {"model.arch": "resnet50", "model.width": 64, "model.input_size": 32, "model.proj_dim": 128,
+          "train.batch_size": 1024, "train.epochs": 1000, "train.temperature": 0.5, "optim.name": "lars",
+          "optim.base_lr": 1.0, "optim.weight_decay": 1e-6, "optim.trust_coefficient": 0.001, "optim.clip_lr": False,
+          "optim.momentum": 0.9, "optim.warmup_epochs": 10, "augment.crop_scale": [0.08, 1.0], "augment.flip_p": 0.5,
+          "augment.jitter_strength": 0.5, "augment.jitter_p": 0.8, "augment.gray_p": 0.2}
+    assert {k: config.get(p, k) for k in b9} == b9
+
+
+def test_merge_lays_a_preset_over_params_section_by_section():
+    merged = config.merge({"a": {"x": 1, "y": 2}, "b": 3}, {"a": {"y": 5}})
+    assert merged == {"a": {"x": 1, "y": 5}, "b": 3}
 
 
 def test_presets_exist():
@@ -119,3 +158,57 @@ def test_a_stage_is_given_its_tracked_keys_and_runtime_only(stage):
     from_snakemake = config.from_json(json.dumps(config.stage_params(params, stage)), stage,
                                       json.dumps(params["runtime"]))
     assert from_snakemake == given
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_every_preset_takes_one_training_step_on_cpu(preset):
+    """The preset's model, augmentation, loss and optimiser, one step on 8 random images in chunks of 4
+    (batch and chunk shrunk, no torch.compile, fp32: bf16 convolutions crawl on CPUs without bf16 units).
+    A CPU smoke run, not the recipe's scale."""
+    import torch
+
+    from simclr import model, optim
+    from simclr.pretrain import train_step, view_maker
+
+    params = config.load_params(ROOT / "params.yaml", preset)
+    smoke = {"train": {"batch_size": 8, "chunk_size": 4, "compile": False, "precision": "fp32"}}
+    params = config.validate_params(config.merge(params, smoke))
+    net = model.build(params, 0)
+    opt = optim.build(net, params["optim"], 8)
+    size = params["model"]["input_size"]
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (8, 3, size, size), dtype=torch.uint8, generator=gen)
+    before = {name: p.detach().clone() for name, p in net.named_parameters()}
+    loss = train_step(net, opt, images, optim.peak_lr(params["optim"], 8), params["train"], 4, view_maker(params, gen))
+    assert torch.isfinite(loss)
+    # every parameter that got a gradient moved (inside a residual branch nothing does at step one:
+    # its last norm layer starts at zero, as in the official code)
+    moved = {name for name, p in net.named_parameters() if not torch.equal(before[name], p)}
+    assert {name for name, p in net.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0} <= moved
+    assert {"encoder.conv1.weight", "head.0.weight", "head.3.weight"} <= moved
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_simclr_preset_prints_the_dvc_options_of_exactly_its_keys(preset, capsys):
+    from simclr import cli
+
+    assert cli.main(["preset", str(preset), "--params", str(ROOT / "params.yaml")]) == 0
+    words = capsys.readouterr().out.split()  # as the shell splits $(simclr preset ...)
+    assert words[::2] == ["-S"] * (len(words) // 2)
+    rebuilt = {}
+    for word in words[1::2]:
+        key, value = word.split("=", 1)
+        section, name = key.split(".")
+        rebuilt.setdefault(section, {})[name] = yaml.safe_load(value)  # dvc parses -S values as YAML
+    assert rebuilt == yaml.safe_load(preset.read_text())
+
+
+def test_simclr_preset_refuses_a_preset_that_does_not_validate(tmp_path, capsys):
+    from simclr import cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epoch: 3\n")
+    assert cli.main(["preset", str(bad), "--params", str(ROOT / "params.yaml")]) == 1
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.startswith(f"error: {ROOT / 'params.yaml'} + {bad}: train.epoch: unknown key"), out.err

@@ -53,6 +53,30 @@ def test_a_model_of_another_kind_is_named(validated, capsys, tmp_path):
                                     "found no 'model', 'params', 'manifest_hash' in it"]
 
 
+def test_a_model_from_an_older_pretrain_is_named(validated, capsys, tmp_path):
+    """A model file whose weights predate the official head (Linear with a bias, no final BN)."""
+    import json
+
+    import torch
+
+    from simclr import config, model as model_lib
+
+    params = config.validate_params({"model": {"input_size": 8, "width": 8, "proj_dim": 16}})
+    state = model_lib.build(params, 0).state_dict()
+    state = {k: v for k, v in state.items() if not k.startswith("head.4.")}
+    state["head.3.bias"] = torch.zeros(16)
+    manifest = json.loads((validated / "manifest.json").read_text())
+    model = tmp_path / "old.pt"
+    torch.save({"model": state, "params": {k: params[k] for k in ("model", "augment", "train", "optim")},
+                "manifest_hash": manifest["content_hash"]}, model)
+    code, errors = run(capsys, *extract_args(validated, validated / "manifest.json", model, tmp_path / "f"))
+    assert code == 1 and len(errors) == 1, errors
+    assert errors[0].startswith(f"error: {model}: its weights do not fit the model its params describe "
+                                "(written by an older version of pretrain?): ")
+    assert errors[0].endswith("; rerun pretrain") and "head.4" in errors[0]
+    assert not (tmp_path / "f").exists()
+
+
 @pytest.mark.parametrize("text, found", [("{not json", "found text that is not JSON"), ("[1, 2]", "found a JSON list"),
                                          ('{"classes": []}', "found no 'content_hash', 'root', 'splits' in it")])
 def test_manifest_that_is_not_a_manifest_is_named(validated, capsys, tmp_path, text, found):

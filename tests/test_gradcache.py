@@ -1,4 +1,7 @@
-"""Exact mode (gradient caching) gives the full-batch gradient; naive mode is a different objective."""
+"""Exact mode (gradient caching) gives the full-batch gradient; naive mode is a different objective;
+chunked forwards never hold both views of an image (no batch-norm leakage)."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -17,12 +20,13 @@ def views(seed=0, n=B, size=8, dtype=torch.float64):
 
 
 def grads(net):
-    return torch.cat([p.grad.flatten() for p in net.parameters()])
+    return torch.cat([p.grad.flatten() for p in net.parameters() if p.requires_grad])
 
 
 def reference_nt_xent(z1, z2, t):
     """NT-Xent written out from eq. 1 of the paper, anchor by anchor, in float64: an implementation
-    independent of simclr.losses (no cross_entropy, no masking tricks)."""
+    independent of simclr.losses (no cross_entropy, no masking tricks). The official scale: the sum over
+    the 2N anchors divided by N (loss_a + loss_b)."""
     z = torch.cat([z1, z2]).double()
     z = z / z.norm(dim=1, keepdim=True)
     n2 = len(z)
@@ -31,7 +35,7 @@ def reference_nt_xent(z1, z2, t):
         j = (i + n2 // 2) % n2  # the positive
         sims = torch.stack([z[i] @ z[k] / t for k in range(n2) if k != i])
         total = total - (z[i] @ z[j] / t - torch.logsumexp(sims, 0))
-    return total / n2
+    return total / (n2 // 2)
 
 
 def direct_grads(net, v1, v2, scale=1.0):
@@ -125,14 +129,75 @@ def test_naive_is_the_size_weighted_mean_of_chunk_losses_and_differs_from_exact(
     assert rel_err(naive, grads(net)) > 0.05  # a measurably different gradient
 
 
+def paired_forwards(net, v1, v2, chunk):
+    """The embeddings of leak-free chunking written out on its own: forward k holds the first views of
+    group k and the second views of group k + 1 (mod K); returns both views' embeddings per group."""
+    bounds = [(a, min(a + chunk, len(v1))) for a in range(0, len(v1), chunk)]
+    z1, z2 = [None] * len(bounds), [None] * len(bounds)
+    for k, (a, e) in enumerate(bounds):
+        nxt = (k + 1) % len(bounds)
+        c, d = bounds[nxt]
+        z = net(torch.cat([v1[a:e], v2[c:d]]))
+        z1[k], z2[nxt] = z[:e - a], z[e - a:]
+    return bounds, z1, z2
+
+
+@pytest.mark.parametrize("accumulate", ["exact", "naive"])
+@pytest.mark.parametrize("chunk", [2, 3, 4])  # 1: BN over two samples has no gradient
+def test_batchnorm_in_train_mode_gets_the_gradient_of_the_leak_free_forwards(chunk, accumulate):
+    """With batch statistics, exact is the gradient of the full-batch loss through the paired forwards
+    and naive that of the size-weighted group losses (float64, against the independent reference)."""
+    net = model("batch").train()
+    ref = copy.deepcopy(net)
+    v1, v2 = views(8)
+    bounds, z1, z2 = paired_forwards(ref, v1, v2, chunk)
+    if accumulate == "exact":
+        loss = reference_nt_xent(torch.cat(z1), torch.cat(z2), T)
+    else:
+        loss = sum(reference_nt_xent(a1, a2, T) * ((e - a) / B) for (a, e), a1, a2 in zip(bounds, z1, z2))
+    loss.backward()
+    got = step_gradients(net, v1, v2, T, chunk, accumulate)
+    assert float(got) == pytest.approx(float(loss.detach()), rel=1e-12)
+    assert rel_err(grads(net), grads(ref)) < 1e-10
+
+
+class Recorder(nn.Module):
+    """Remembers every batch the wrapped network is given."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.inputs = net, []
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone())
+        return self.net(x)
+
+
+@pytest.mark.parametrize("accumulate", ["exact", "naive"])
+@pytest.mark.parametrize("chunk", [1, 2, 3, B - 1])
+def test_no_forward_pass_holds_both_views_of_an_image(chunk, accumulate):
+    net = Recorder(model("batch").train())
+    v1 = torch.arange(1, B + 1, dtype=torch.float64).view(B, 1, 1, 1).expand(B, 3, 8, 8).contiguous()
+    v2 = -v1  # pixel value +i: first view of image i; -i: its second view
+    step_gradients(net, v1, v2, T, chunk, accumulate)
+    passes = net.inputs[:len(net.inputs) // 2]  # the second half replays the first with a graph
+    assert [torch.equal(a, b) for a, b in zip(passes, net.inputs[len(passes):])] == [True] * len(passes)
+    seen = []
+    for x in passes:
+        ids = x[:, 0, 0, 0].long().tolist()
+        first, second = {i for i in ids if i > 0}, {-i for i in ids if i < 0}
+        assert not first & second, f"a forward pass holds both views of images {first & second}"
+        seen += ids
+    assert sorted(seen) == sorted(list(range(1, B + 1)) + list(range(-B, 0)))  # every view embedded once
+
+
 def test_batchnorm_statistics_updated_once_per_chunk():
     net = model("batch").train()
     reference = model("batch").train()
     v1, v2 = views(4)
     step_gradients(net, v1, v2, T, 3, "exact")
     with torch.no_grad():
-        for a in range(0, B, 3):
-            reference(torch.cat([v1[a:a + 3], v2[a:a + 3]]))
+        paired_forwards(reference, v1, v2, 3)
     bn = [(n, b) for n, b in net.named_buffers()]
     ref = dict(reference.named_buffers())
     assert bn and all(torch.allclose(b, ref[n], rtol=0, atol=1e-12) for n, b in bn), \

@@ -6,7 +6,8 @@ from simclr.losses import nt_xent
 
 
 def direct_nt_xent(z1, z2, t):
-    """Eq. 1 of the paper written out anchor by anchor."""
+    """Eq. 1 of the paper written out anchor by anchor, summed over the 2N anchors and divided by N:
+    the official code's loss_a + loss_b (each a mean over the N anchors of one view)."""
     z = torch.cat([z1, z2])
     z = z / z.norm(dim=1, keepdim=True)
     n2 = len(z)
@@ -17,7 +18,7 @@ def direct_nt_xent(z1, z2, t):
         num = math.exp(float(z[i] @ z[j]) / t)
         den = sum(math.exp(float(z[i] @ z[k]) / t) for k in range(n2) if k != i)
         total += -math.log(num / den)
-    return total / n2
+    return total / n
 
 
 def test_matches_direct_formula_on_hand_made_case():

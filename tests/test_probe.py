@@ -189,3 +189,27 @@ def test_a_class_too_small_for_the_held_out_split_names_the_key(feats):
     few["train_x"], few["train_y"] = feats["train_x"][keep], feats["train_y"][keep]  # one image of class 3
     with pytest.raises(UserError, match=r"probe.val_fraction: expected a held-out part of train \(0.25 of \d+ images\)"):
         probe.evaluate(few, CFG, jobs=1)
+
+
+def test_few_shot_standardises_with_every_train_feature(feats):
+    """The label-scarce classifier sees `shots` labels per class, but its StandardScaler is fit on all
+    train features (they need no labels), not on the few labelled ones."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    cfg = dict(CFG, c_num=2)
+    metrics, _ = probe.evaluate(feats, cfg, jobs=1)
+    x, y, tx, ty = feats["train_x"], feats["train_y"], feats["test_x"], feats["test_y"]
+    draws = probe.shot_indices(y, cfg["shots"], cfg["shot_draws"], cfg["seed"])
+
+    def few_shot(scaler_rows):
+        accs = []
+        for idx in draws:
+            scaler = StandardScaler().fit(scaler_rows(idx))
+            clf = LogisticRegression(C=cfg["shot_c"], max_iter=cfg["max_iter"]).fit(scaler.transform(x[idx]), y[idx])
+            accs.append(clf.score(scaler.transform(tx), ty))
+        return float(np.mean(accs))
+
+    on_all, on_shots = few_shot(lambda idx: x), few_shot(lambda idx: x[idx])
+    assert abs(on_all - on_shots) > 0.005  # the two choices really differ on these features
+    assert metrics["fewshot_3_top1"] == pytest.approx(on_all, abs=1e-9)

@@ -6,6 +6,9 @@
     simclr extract  --manifest data/manifest.json --model models/simclr.pt --out-dir features
     simclr probe    --features-dir features --metrics metrics/probe.json --plots-dir metrics/plots
 
+and one helper that is not a stage: `simclr preset configs/<name>.yaml` prints a preset as
+`dvc exp run` options.
+
 Params come from params.yaml (--params), or as JSON from Snakemake (--config, the keys the stage
 tracks, and --runtime). A stage is handed only the keys it tracks (config.given).
 
@@ -95,6 +98,13 @@ def cmd_probe(args) -> int:
     return 0
 
 
+def cmd_preset(args) -> int:
+    """Print the preset as `dvc exp run` set-params options, after checking it over params.yaml."""
+    config.load_params(args.params, args.preset)  # a preset that does not validate stops here
+    print(" ".join(config.set_params_args(config.load_preset(args.preset))))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="simclr", description="SimCLR pipeline stages (see README.md)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -140,6 +150,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--features-dir", required=True, help="folder holding simclr.npz and random.npz (features)")
     s.add_argument("--metrics", required=True, help="output metrics JSON (metrics/probe.json)")
     s.add_argument("--plots-dir", required=True, help="output folder for the plot files (metrics/plots)")
+    s = sub.add_parser("preset", help="a preset's keys as `dvc exp run -S` options",
+                       description="Checks that PRESET laid over --params validates, then prints its keys as "
+                                   "`-S section.key=value` words: dvc exp run $(simclr preset PRESET). "
+                                   "Writes nothing (Snakemake takes a preset as --configfile PRESET).")
+    s.add_argument("preset", help="a preset file (configs/*.yaml): only the keys it changes")
+    s.add_argument("--params", default="params.yaml", help="params file it is laid over (default: params.yaml)")
+    s.set_defaults(func=cmd_preset)
     return p
 
 

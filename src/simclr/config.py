@@ -140,8 +140,7 @@ def validate_params(params: Any, source: str = "params.yaml") -> dict:
     return filled
 
 
-def load_params(path: str | Path = "params.yaml") -> dict:
-    path = Path(path)
+def _read_yaml(path: Path) -> Any:
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -149,10 +148,49 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     except OSError as exc:
         raise ParamsError(f"{path}: cannot read params file: {exc.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    return validate_params(raw, str(path))
+
+
+def merge(base: dict, over: dict) -> dict:
+    """base with over's keys laid on top, section by section (as `snakemake --configfile` merges a preset)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_preset(path: str | Path) -> dict:
+    """A preset file: sections holding only the keys it changes."""
+    over = _read_yaml(Path(path))
+    if not isinstance(over, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections (a preset), found {type(over).__name__}")
+    return over
+
+
+def set_params_args(preset: dict, prefix: str = "") -> list[str]:
+    """`-S key=value` words for `dvc exp run`, one per leaf key; values in YAML flow style with no
+    spaces, so that the shell's word splitting of $(simclr preset ...) keeps each one whole."""
+    out = []
+    for key, value in preset.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out += set_params_args(value, dotted + ".")
+            continue
+        text = json.dumps(value, separators=(",", ":"))
+        if any(c.isspace() for c in text):
+            raise ParamsError(f"{dotted}: expected a value without spaces for `dvc exp run -S`, found {text}")
+        out += ["-S", f"{dotted}={text}"]
+    return out
+
+
+def load_params(path: str | Path = "params.yaml", *presets: str | Path) -> dict:
+    """params.yaml, with each preset (only the keys it changes) laid over it in turn, validated."""
+    raw = _read_yaml(Path(path))
+    for preset in presets:
+        raw = merge(raw if isinstance(raw, dict) else {}, load_preset(preset))
+    return validate_params(raw, " + ".join(str(p) for p in (path, *presets)))
 
 
 def get(params: dict, dotted: str) -> Any:

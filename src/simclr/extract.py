@@ -32,7 +32,12 @@ def extract(params: dict, manifest_path: Path, model_path: Path, out_dir: Path, 
     seed = trained_with["train"]["seed"]
     trained = model_lib.build(trained_with, seed)
     random_init = model_lib.build(trained_with, seed)
-    trained.load_state_dict(checkpoint["model"])
+    try:
+        trained.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:  # e.g. a model file from before the official head and width
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise UserError(f"{model_path}: its weights do not fit the model its params describe (written by an "
+                        f"older version of pretrain?): {first}; rerun pretrain") from None
     cfg = params["extract"]
     splits = {split: load_split(manifest, split, trained_with["model"]["input_size"]) for split in SPLITS}
     for name, net in (("simclr", trained), ("random", random_init)):

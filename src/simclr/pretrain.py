@@ -73,6 +73,16 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.T
     return loss
 
 
+def per_class_subset(labels: torch.Tensor, per_class: int | None, seed: int) -> torch.Tensor:
+    """Indices of at most `per_class` images of each class (a fixed draw of `seed`, sorted); all when None."""
+    if per_class is None:
+        return torch.arange(len(labels))
+    gen = torch.Generator().manual_seed(seed)
+    picks = [idx[torch.randperm(len(idx), generator=gen)[:per_class]]
+             for idx in (torch.nonzero(labels == c).flatten() for c in torch.unique(labels))]
+    return torch.cat(picks).sort().values
+
+
 def steps_per_epoch(n_images: int, batch_size: int) -> int:
     """Full batches only (a dataset smaller than one batch is one step)."""
     return max(1, n_images // batch_size)
@@ -121,7 +131,8 @@ def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, 
     monitor = rank == 0 and train["knn_every"] > 0  # only rank 0 evaluates the kNN monitor
     splits = {split: load_split(manifest, split, params["model"]["input_size"])  # uint8 N x 3 x S x S
               for split in (("train", "test") if monitor else ("train",))}
-    images = splits["train"][0].to(device)
+    subset = per_class_subset(splits["train"][1], train["images_per_class"], train["seed"])
+    images = splits["train"][0][subset].to(device)
     n = len(images)
     batch = min(train["batch_size"], n)
     share = ddp.share_of(batch, world)
@@ -141,7 +152,7 @@ def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, 
     # augmentation: its own stream per rank under DDP (a single process keeps one stream for both)
     aug_gen = gen if world == 1 else torch.Generator(device=device).manual_seed(train["seed"] * 1000 + 1 + rank)
     views = view_maker(params, aug_gen)
-    log(f"pretrain: {n} images, batch {batch} ({world} x {share}, chunk {chunk}, {train['accumulate']}), "
+    log(f"pretrain: {n} images{'' if len(subset) == len(splits['train'][1]) else ' (train.images_per_class)'}, batch {batch} ({world} x {share}, chunk {chunk}, {train['accumulate']}), "
         f"{per_epoch} steps/epoch x {train['epochs']} epochs, peak lr {peak:.4g}, device {device}")
 
     fp = fingerprint({k: v for k, v in params.items() if k != "runtime"}, manifest, world)

@@ -4,7 +4,8 @@
   accuracy on a stratified held-out part of the train split, then refit on all of train.
   Test top-1/top-5, per-class accuracy, confusion matrix.
 - label-scarce: the same classifier trained on `shots` labelled images per class, averaged over
-  `shot_draws` fixed draws (where self-supervised features matter most).
+  `shot_draws` fixed draws (where self-supervised features matter most); the standardisation is fit
+  on all train features, which needs no labels.
 - kNN: cosine similarity, k nearest train features, votes weighted by exp(sim / t) (MoCo's CIFAR demo).
 Each for the SimCLR encoder and the random-init baseline.
 
@@ -34,17 +35,19 @@ ENCODERS = ("simclr", "random")
 METHOD_NAMES = {"tsne": "t-SNE", "pca": "PCA"}
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, c: float, max_iter: int):
-    scaler = StandardScaler().fit(x)
+def fit_logistic(x: np.ndarray, y: np.ndarray, c: float, max_iter: int, unlabelled: np.ndarray | None = None):
+    """Logistic regression on standardised features. The scaler is fit on `unlabelled` when given
+    (the label-scarce probe: every train feature, which needs no label), else on x."""
+    scaler = StandardScaler().fit(x if unlabelled is None else unlabelled)
     clf = LogisticRegression(C=c, max_iter=max_iter).fit(scaler.transform(x), y)
     return lambda q: clf.predict_proba(scaler.transform(q)), clf.classes_
 
 
-def _fit_predict(x, y, tx, c: float, max_iter: int):
+def _fit_predict(x, y, tx, c: float, max_iter: int, unlabelled=None):
     """(test probabilities, classes) of one fit on (x, y), on one thread: single-threaded fits side
     by side beat BLAS threads on these small problems (README), and give the same numbers on any machine."""
     with threadpool_limits(1):
-        proba, classes = fit_logistic(x, y, c, max_iter)
+        proba, classes = fit_logistic(x, y, c, max_iter, unlabelled)
         return proba(tx), classes
 
 
@@ -103,7 +106,7 @@ def evaluate_all(feats: dict[str, dict], cfg: dict, jobs: int | None = None) -> 
             delayed(_fit_predict)(feats[n]["train_x"], feats[n]["train_y"], feats[n]["test_x"], chosen[n], it)
             if idx is None else
             delayed(_fit_predict)(feats[n]["train_x"][idx], feats[n]["train_y"][idx], feats[n]["test_x"],
-                                  cfg["shot_c"], it)
+                                  cfg["shot_c"], it, feats[n]["train_x"])
             for n, idx in fits)
     result = {}
     for name, f in feats.items():
