@@ -329,3 +329,33 @@ def test_parallel_decoding_gives_the_same_manifest(tmp_path):
     finally:
         v.POOL_MIN_FILES = old
     assert one == two
+
+
+def test_a_tree_without_class_txt_is_told_the_command_that_writes_it(tmp_path, capsys):
+    """ImageFolder-style data (train/<class>/, test/<class>/, no class.txt): validate names
+    `simclr classes`, which writes class.txt from the sorted folder names; then validate passes."""
+    from simclr import cli
+
+    root = make_layout(tmp_path / "ds", classes=("zebra", "ant", "moth"))
+    (root / "class.txt").unlink()
+    assert cli.main(["validate", str(root), "--manifest", str(tmp_path / "m.json")]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {root / 'class.txt'}: class.txt not found" in err and f"`simclr classes {root}` writes it" in err
+    assert cli.main(["classes", str(root)]) == 0
+    assert (root / "class.txt").read_text() == "ant 0\nmoth 1\nzebra 2\n"
+    assert cli.main(["validate", str(root), "--manifest", str(tmp_path / "m.json")]) == 0
+    assert cli.main(["classes", str(root)]) == 1  # never replaces an existing class.txt
+    assert "class.txt: already exists" in capsys.readouterr().err
+    assert (root / "class.txt").read_text() == "ant 0\nmoth 1\nzebra 2\n"
+
+
+def test_classes_refuses_splits_with_different_class_folders(tmp_path, capsys):
+    from simclr import cli
+
+    root = make_layout(tmp_path / "ds")
+    (root / "class.txt").unlink()
+    (root / "test" / "frog").rename(root / "test" / "toad")
+    assert cli.main(["classes", str(root)]) == 1
+    assert capsys.readouterr().err.strip() == (f"error: {root}: expected the same class folders in train/ and test/, "
+                                               "found only in train/: frog; only in test/: toad")
+    assert not (root / "class.txt").exists()

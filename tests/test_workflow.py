@@ -100,6 +100,22 @@ def test_runtime_change_reruns_nothing_and_a_probe_param_reruns_only_probe(ran):
 
 
 
+def test_config_overrides_reach_the_stages_typed_by_the_schema(ran):
+    """README's override form: a section as YAML flow on Snakemake's --config. Snakemake hands its values
+    over as text; the workflow types them by the schema, so 2 is the integer 2 and the list is numbers."""
+    assert pending(ran, "--config", "train={epochs: 2}") == {"pretrain", "extract", "probe"}
+    proc = snakemake(ran, "--dry-run", "--printshellcmds", "--config", "train={epochs: 2, temperature: 0.2}",
+                     "augment={crop_scale: [0.3, 1.0]}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    command = next(line for line in proc.stdout.splitlines() if "simclr pretrain" in line)
+    tracked = json.loads(command.split("--config '", 1)[1].split("'", 1)[0])
+    assert tracked["train"]["epochs"] == 2 and tracked["train"]["temperature"] == 0.2
+    assert tracked["augment"]["crop_scale"] == [0.3, 1.0]
+    assert tracked["train"]["batch_size"] == 16  # the rest of the section is kept
+    bad = snakemake(ran, "--dry-run", "--config", "train={epochs: two}")
+    assert bad.returncode != 0 and "config: train.epochs: 'two' is not of type 'integer'" in bad.stdout + bad.stderr
+
+
 def test_bad_param_is_one_line_error_before_any_job(tmp_path):
     project = copy_project(tmp_path / "project")
     params = project / "params.yaml"

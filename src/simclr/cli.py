@@ -6,8 +6,8 @@
     simclr extract  --manifest data/manifest.json --model models/simclr.pt --out-dir features
     simclr probe    --features-dir features --metrics metrics/probe.json --plots-dir metrics/plots
 
-and one helper that is not a stage: `simclr preset configs/<name>.yaml` prints a preset as
-`dvc exp run` options.
+and two helpers that are not stages: `simclr classes ROOT` writes class.txt for a tree without one,
+and `simclr preset configs/<name>.yaml` prints a preset as `dvc exp run` options.
 
 Params come from params.yaml (--params), or as JSON from Snakemake (--config, the keys the stage
 tracks, and --runtime). A stage is handed only the keys it tracks (config.given).
@@ -98,6 +98,15 @@ def cmd_probe(args) -> int:
     return 0
 
 
+def cmd_classes(args) -> int:
+    from .validate import write_classes
+
+    names = write_classes(Path(args.root))
+    _log(f"classes: wrote {Path(args.root) / 'class.txt'}: {len(names)} classes ({', '.join(names[:10])}"
+         f"{', ...' if len(names) > 10 else ''})")
+    return 0
+
+
 def cmd_preset(args) -> int:
     """Print the preset as `dvc exp run` set-params options, after checking it over params.yaml."""
     config.load_params(args.params, args.preset)  # a preset that does not validate stops here
@@ -150,6 +159,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--features-dir", required=True, help="folder holding simclr.npz and random.npz (features)")
     s.add_argument("--metrics", required=True, help="output metrics JSON (metrics/probe.json)")
     s.add_argument("--plots-dir", required=True, help="output folder for the plot files (metrics/plots)")
+    s = sub.add_parser("classes", help="write class.txt for a train/<class>/, test/<class>/ tree",
+                       description="Writes ROOT/class.txt from the class folder names of ROOT/train and ROOT/test "
+                                   "(sorted, indexed from 0), atomically; refuses when class.txt exists or the "
+                                   "splits' class folders differ. Reads only folder names.")
+    s.add_argument("root", help="dataset root holding train/ and test/")
+    s.set_defaults(func=cmd_classes)
     s = sub.add_parser("preset", help="a preset's keys as `dvc exp run -S` options",
                        description="Checks that PRESET laid over --params validates, then prints its keys as "
                                    "`-S section.key=value` words: dvc exp run $(simclr preset PRESET). "

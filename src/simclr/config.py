@@ -108,6 +108,26 @@ def _key_of(error: jsonschema.ValidationError) -> str:
     return ".".join(path) or "<top level>"
 
 
+def typed(params: Any, schema: dict | None = None) -> Any:
+    """Snakemake's --config hands every value as text (train='{epochs: 2}' gives {'epochs': '2'}):
+    read each text value the schema does not allow as a string as YAML instead (2, 0.5, true, null,
+    [0.2, 1.0]). Anything else is left for validate_params to report."""
+    schema = load_schema() if schema is None else schema
+    kinds = schema.get("type", [])
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    if isinstance(params, dict) and "properties" in schema:
+        return {k: typed(v, schema["properties"][k]) if k in schema["properties"] else v for k, v in params.items()}
+    if isinstance(params, list) and "items" in schema:
+        return [typed(v, schema["items"]) for v in params]
+    if isinstance(params, str) and "string" not in kinds and "enum" not in schema:
+        try:
+            value = yaml.safe_load(params)
+        except yaml.YAMLError:
+            return params
+        return typed(value, schema) if isinstance(value, list) else value
+    return params
+
+
 def validate_params(params: Any, source: str = "params.yaml") -> dict:
     """Fill defaults and validate; raise ParamsError with one line per problem naming the key."""
     if params is None:

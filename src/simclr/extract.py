@@ -22,22 +22,13 @@ from .errors import UserError
 def extract(params: dict, manifest_path: Path, model_path: Path, out_dir: Path, log=print) -> None:
     """`params` holds the extract section and runtime."""
     manifest = read_manifest(manifest_path)
-    checkpoint = io.load_torch(model_path, "a model written by simclr pretrain",
-                               keys=("model", "params", "manifest_hash"), weights_only=False)
+    trained, checkpoint = model_lib.load_trained(Path(model_path))
     if checkpoint["manifest_hash"] != manifest["content_hash"]:
         raise UserError(f"{model_path}: trained on dataset {checkpoint['manifest_hash'][:12]}, "
                         f"but {manifest_path} describes {manifest['content_hash'][:12]}; rerun pretrain")
     trained_with = checkpoint["params"]
     device = rt.set_up(params["runtime"])
-    seed = trained_with["train"]["seed"]
-    trained = model_lib.build(trained_with, seed)
-    random_init = model_lib.build(trained_with, seed)
-    try:
-        trained.load_state_dict(checkpoint["model"])
-    except RuntimeError as exc:  # e.g. a model file from before the official head and width
-        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-        raise UserError(f"{model_path}: its weights do not fit the model its params describe (written by an "
-                        f"older version of pretrain?): {first}; rerun pretrain") from None
+    random_init = model_lib.build(trained_with, trained_with["train"]["seed"])  # the same draw, left untrained
     cfg = params["extract"]
     splits = {split: load_split(manifest, split, trained_with["model"]["input_size"]) for split in SPLITS}
     for name, net in (("simclr", trained), ("random", random_init)):

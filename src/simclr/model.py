@@ -10,11 +10,13 @@ a base width: 64 is the standard ResNet; the CPU-scale preset uses a narrower on
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
+from .errors import UserError
 from .progress import progress
 
 LAYOUT = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet34": (BasicBlock, (3, 4, 6, 3)),
@@ -115,6 +117,24 @@ def features(encoder: nn.Module, images: torch.Tensor, batch_size: int, device, 
         with autocast():
             out.append(encoder(x).float())  # h: n x feature_dim
     return torch.cat(out)
+
+
+def load_trained(path: Path, map_location="cpu") -> tuple[SimCLR, dict]:
+    """The network of a model file written by `simclr pretrain`, with its weights, and the file's contents.
+    The file holds only tensors and plain Python, so it loads with weights_only=True."""
+    from . import io
+
+    checkpoint = io.load_torch(path, "a model written by simclr pretrain", keys=("model", "params", "manifest_hash"))
+    params = checkpoint["params"]
+    net = build(params, params["train"]["seed"])
+    try:
+        net.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:  # e.g. a model file from before the official head and width
+        lines = str(exc).splitlines()
+        raise UserError(f"{path}: its weights do not fit the model its params describe (written by an older "
+                        f"version of pretrain?): {(lines[1] if len(lines) > 1 else lines[0]).strip()}; "
+                        "rerun pretrain") from None
+    return net.to(map_location), checkpoint
 
 
 def build(params: dict, seed: int) -> SimCLR:

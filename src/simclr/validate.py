@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import io
-from .data import SPLITS, is_litter, parse_class_txt, resolve_root
+from .data import SPLITS, LayoutError, is_litter, parse_class_txt, resolve_root
 
 EXAMPLES = 5  # paths quoted per warning
 POOL_MIN_FILES = 2000  # below this, decoding in one process is faster than starting a pool
@@ -147,7 +147,10 @@ def check(root: str | Path, imbalance_ratio: float = 10.0, workers: int = 0) -> 
     class_txt = root / "class.txt"
     classes: list[str] = []
     if not class_txt.is_file():
-        report.error(class_txt, "class.txt not found (expected '<class_name> <index>' per line)")
+        hint = ""
+        if all((root / split).is_dir() for split in SPLITS):  # an ImageFolder-style tree: say how to go on
+            hint = f"; `simclr classes {root}` writes it from the sorted class folder names of train/ and test/"
+        report.error(class_txt, f"class.txt not found (expected '<class_name> <index>' per line){hint}")
     else:
         lines, problems = parse_class_txt(class_txt)
         for p in problems:
@@ -202,6 +205,34 @@ def check(root: str | Path, imbalance_ratio: float = 10.0, workers: int = 0) -> 
 
     report.manifest = _manifest(report, given, root, class_txt, classes, candidates, decoded, imbalance_ratio)
     return report
+
+
+def write_classes(root: Path) -> list[str]:
+    """Write root/class.txt for a tree that has train/<class>/ and test/<class>/ but no class.txt:
+    the class folder names, sorted, indexed from 0 (ImageFolder's order). Atomic; refuses to replace
+    an existing class.txt or to guess when train/ and test/ disagree."""
+    root = Path(root)
+    target = root / "class.txt"
+    if target.exists():
+        raise LayoutError(f"{target}: already exists; remove it first to write a new one from the folder names")
+    names = {}
+    for split in SPLITS:
+        folder = root / split
+        if not folder.is_dir():
+            raise LayoutError(f"{folder}: expected a folder of class folders, found {'a file' if folder.exists() else 'nothing'}")
+        names[split] = sorted(e.name for e in folder.iterdir() if e.is_dir() and not is_litter(e.name))
+        if not names[split]:
+            raise LayoutError(f"{folder}: expected class folders, found none")
+    if names["train"] != names["test"]:
+        only = {split: sorted(set(names[split]) - set(names[other])) for split, other in (("train", "test"), ("test", "train"))}
+        raise LayoutError(f"{root}: expected the same class folders in train/ and test/, found "
+                          + "; ".join(f"only in {split}/: {', '.join(n)}" for split, n in only.items() if n))
+    spaced = [n for n in names["train"] if any(c.isspace() for c in n)]
+    if spaced:
+        raise LayoutError(f"{root / 'train'}: class folder names go into class.txt as '<name> <index>', "
+                          f"expected no spaces, found {spaced[:EXAMPLES]}")
+    io.write_text(target, "".join(f"{name} {i}\n" for i, name in enumerate(names["train"])))
+    return names["train"]
 
 
 def _manifest(report, given, root, class_txt, classes, candidates, decoded, imbalance_ratio) -> dict:

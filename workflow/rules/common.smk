@@ -11,8 +11,9 @@ from simclr import config as simclr_config
 from simclr import deps as simclr_deps
 
 try:
-    # schema defaults filled in; one line per problem, naming the key
-    config.update(simclr_config.validate_params(config, "config"))
+    # --config values arrive as text (train='{epochs: 2}'): typed by the schema, then defaults filled
+    # in and validated, one line per problem naming the key
+    config.update(simclr_config.validate_params(simclr_config.typed(config), "config"))
 except simclr_config.ParamsError as exc:
     raise WorkflowError(f"invalid config:\n{exc}") from None
 
