@@ -42,7 +42,7 @@ SMOKE = {
     "limit_per_class": 12,
     "params": {"train": {"epochs": 2, "batch_size": 32, "compile": False, "precision": "fp32", "knn_every": 1},
                "runtime": {"device": "cpu", "checkpoint_every": 1},
-               "model": {"input_size": 16}, "extract": {"precision": "fp32"},
+               "model": {"input_size": 16, "width": 8}, "extract": {"precision": "fp32"},
                "probe": {"c_num": 2, "knn_k": 20, "shots": 2, "shot_draws": 2, "embedding": "pca",
                          "embedding_samples": 100}},
     "checks": {"device": "cpu", "batch": 16, "workers": 2, "steps": 1, "exact": (16, 4)},

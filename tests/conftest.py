@@ -57,7 +57,7 @@ def run_cli(*args, cwd=None, env=None, check=False):
 # (CLI, Snakemake, DVC) goes through them (extract once broke on another proj_dim under Snakemake).
 MICRO_PARAMS = {
     "data": {"limit_per_class": 4},
-    "model": {"input_size": 8, "proj_dim": 64},
+    "model": {"input_size": 8, "proj_dim": 64, "width": 8},
     "train": {"epochs": 1, "batch_size": 16, "chunk_size": 8, "accumulate": "exact", "knn_every": 1},
     "runtime": {"device": "cpu"},
     "optim": {"warmup_epochs": 0},
@@ -170,10 +170,17 @@ def _restore_torch_switches():
     torch.backends.cudnn.benchmark = benchmark
 
 
-def sh(cwd, *cmd, check=True, timeout=600):
-    """Run git, dvc or snakemake (this venv's) as a user types it; fail with its output when check."""
+def sh(cwd, *cmd, check=True, timeout=600, env=None):
+    """Run git, dvc or snakemake (this venv's) as a user types it; fail with its output when check.
+    env: variables to set (None as a value removes one)."""
     exe = str(BIN / cmd[0]) if cmd[0] in ("dvc", "snakemake") else cmd[0]
-    proc = subprocess.run([exe, *map(str, cmd[1:])], cwd=cwd, capture_output=True, text=True, env=tool_env(),
+    full = tool_env()
+    for key, value in (env or {}).items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
+    proc = subprocess.run([exe, *map(str, cmd[1:])], cwd=cwd, capture_output=True, text=True, env=full,
                           timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

@@ -1,4 +1,5 @@
-"""`dvc repro`, `dvc metrics diff` and `dvc exp run -S` in a real git repository, as a user runs them."""
+"""`dvc repro`, `dvc metrics diff`, `dvc exp run --queue -S` and `dvc queue start` in a real git repository,
+as a user runs them."""
 import json
 
 import pytest
@@ -92,27 +93,62 @@ def test_probe_param_change_reruns_only_probe_and_metrics_diff_shows_it(repo):
     sh(repo, "dvc", "checkout")
 
 
-def test_exp_run_with_set_param_and_exp_show(repo):
-    sh(repo, "dvc", "exp", "run", "-n", "t02", "-S", "train.temperature=0.2")
+@pytest.fixture(scope="module")
+def queued(repo, tmp_path_factory):
+    """README's queue: `dvc exp run --queue -S train.temperature=0.1,0.3`, `dvc queue start`, then
+    `dvc queue status` until both are done - with the user cache at $XDG_CACHE_HOME (a temporary
+    folder) instead of the tests' $SIMCLR_CACHE. Returns ({temperature: experiment name}, the cache)."""
+    import time
+
+    xdg = tmp_path_factory.mktemp("xdg")
+    env = {"SIMCLR_CACHE": None, "XDG_CACHE_HOME": str(xdg)}
+    sh(repo, "dvc", "exp", "run", "--queue", "-S", "train.temperature=0.1,0.3", env=env)
+    sh(repo, "dvc", "queue", "start", env=env)
+    deadline = time.time() + 400
+    while True:
+        status = sh(repo, "dvc", "queue", "status", env=env).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        assert time.time() < deadline, status
+        time.sleep(2)
+    sh(repo, "dvc", "queue", "stop", env=env, check=False)
+    assert status.count("Success") == 2, status
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
-    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
-    runs = [r for e in exps for r in e.get("revs", [])]
-    found = [r for r in runs if r.get("name") == "t02"]
-    assert found, shown
-    data = found[0]["data"]
-    assert data["params"]["params.yaml"]["data"]["train"]["temperature"] == 0.2
-    assert "simclr" in data["metrics"]["metrics/probe.json"]["data"]
-    # `dvc exp run` leaves the experiment applied in the workspace; metrics diff compares it with HEAD
-    assert "temperature: 0.2" in (repo / "params.yaml").read_text()
+    runs = [r for rev in shown for e in (rev.get("experiments") or []) for r in e.get("revs", [])]
+    names = {r["data"]["params"]["params.yaml"]["data"]["train"]["temperature"]: r["name"] for r in runs
+             if "simclr" in r["data"]["metrics"].get("metrics/probe.json", {}).get("data", {})}
+    return names, xdg / "simclr"
+
+
+def test_queued_experiments_both_run_and_exp_show_lists_them(queued):
+    names, _ = queued
+    assert {0.1, 0.3} <= set(names), names
+
+
+def test_queued_runs_share_the_user_cache_outside_their_temporary_workspaces(repo, queued):
+    """Both used the user cache ($XDG_CACHE_HOME/simclr here): one set of decoded splits, and one
+    checkpoint folder per run - so a killed queued run finds its checkpoint when it runs again."""
+    _, cache = queued
+    assert sorted(p.name.split("-", 1)[1] for p in cache.glob("*.pt")) == ["test-8.pt", "train-8.pt"]
+    assert len([d for d in (cache / "checkpoints").iterdir() if (d / "last.pt").is_file()]) == 2
+    assert not list((repo / ".dvc" / "tmp").rglob("checkpoints/pretrain"))
+
+
+def test_exp_apply_then_metrics_diff_compares_the_experiment_with_head(repo, queued):
+    names, _ = queued
+    sh(repo, "dvc", "exp", "apply", names[0.1])
+    assert "temperature: 0.1" in (repo / "params.yaml").read_text()
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json").stdout)
     assert diff["metrics/probe.json"], diff  # retrained encoder: its probe numbers moved
     assert "loss" in diff["metrics/pretrain/metrics.json"], diff  # and so did its training loss
-    assert "loss" in data["metrics"]["metrics/pretrain/metrics.json"]["data"]
+    sh(repo, "git", "checkout", "--", "params.yaml", "dvc.lock", "metrics")
+    sh(repo, "dvc", "checkout")
 
 
-def test_plots_diff_overlays_the_experiment_and_its_baseline(repo, tmp_path):
-    data = json.loads(sh(repo, "dvc", "plots", "diff", "HEAD", "t02", "--json").stdout)["data"]
+def test_plots_diff_overlays_the_experiment_and_its_baseline(repo, queued, tmp_path):
+    name = queued[0][0.3]
+    data = json.loads(sh(repo, "dvc", "plots", "diff", "HEAD", name, "--json").stdout)["data"]
     for title in ("Pretraining loss", "kNN monitor accuracy", "Linear-probe accuracy per class (test split)"):
-        assert [p["revisions"] for p in data[title]] == [["HEAD", "t02"]], title  # one plot, both runs
-    sh(repo, "dvc", "plots", "diff", "HEAD", "t02", "-o", str(tmp_path / "diff"))
-    assert "t02" in (tmp_path / "diff" / "index.html").read_text()
+        assert [p["revisions"] for p in data[title]] == [["HEAD", name]], title  # one plot, both runs
+    sh(repo, "dvc", "plots", "diff", "HEAD", name, "-o", str(tmp_path / "diff"))
+    assert name in (tmp_path / "diff" / "index.html").read_text()

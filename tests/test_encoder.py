@@ -3,18 +3,23 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import prepare_micro, run_cli
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A micro pretrain's model file and extract's features of it (ResNet-18 at width 8: seconds)."""
-    base, params = prepare_micro(tmp_path_factory.mktemp("encoder"), **{"model.width": 8, "train.knn_every": 0})
-    run_cli("pretrain", "--params", params, "--manifest", base / "manifest.json", "--model", base / "simclr.pt",
-            "--live-dir", base / "live", "--checkpoint-dir", base / "ck", check=True)
-    run_cli("extract", "--params", params, "--manifest", base / "manifest.json", "--model", base / "simclr.pt",
-            "--out-dir", base / "features", check=True)
-    return base
+def trained(snakemade, monkeypatch_module):
+    """The Snakemake run of the micro pipeline (ResNet-18 at width 8): its model file, manifest and
+    extract's features, under results/ (paths in its manifest are relative to the project)."""
+    monkeypatch_module.chdir(snakemade)
+    results = snakemade / "results"
+    return {"model": results / "models" / "simclr.pt", "manifest": results / "data" / "manifest.json",
+            "features": results / "features"}
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
 
 
 @pytest.mark.slow
@@ -22,15 +27,15 @@ def test_the_loaded_encoder_gives_extracts_features(trained):
     from simclr import load_encoder
     from simclr.data import load_split, read_manifest
 
-    encoder = load_encoder(trained / "simclr.pt")
+    encoder = load_encoder(trained["model"])
     assert not encoder.training
-    images, _, _ = load_split(read_manifest(trained / "manifest.json"), "test", encoder.info["input_size"])
+    images, _, _ = load_split(read_manifest(trained["manifest"]), "test", encoder.info["input_size"])
     with torch.no_grad():
         h = encoder(encoder.preprocess(images)).numpy()
-    extracted = np.load(trained / "features" / "simclr.npz")["test_x"]
+    extracted = np.load(trained["features"] / "simclr.npz")["test_x"]
     assert h.shape == extracted.shape == (len(images), encoder.info["feature_dim"])
     np.testing.assert_allclose(h, extracted, rtol=1e-4, atol=1e-5)
-    random_init = np.load(trained / "features" / "random.npz")["test_x"]
+    random_init = np.load(trained["features"] / "random.npz")["test_x"]
     assert np.abs(h - random_init).max() > 1e-2  # the trained weights, not a fresh network
 
 
@@ -40,10 +45,10 @@ def test_the_model_file_loads_with_weights_only_and_carries_its_metadata(trained
 
     from simclr import load_encoder
 
-    raw = torch.load(trained / "simclr.pt", weights_only=True)
+    raw = torch.load(trained["model"], weights_only=True)
     assert {"model", "params", "manifest_hash"} <= set(raw)
-    info = load_encoder(trained / "simclr.pt").info
-    manifest = json.loads((trained / "manifest.json").read_text())
+    info = load_encoder(trained["model"]).info
+    manifest = json.loads(trained["manifest"].read_text())
     assert info["manifest_hash"] == manifest["content_hash"]
     assert (info["arch"], info["width"], info["input_size"], info["norm"], info["feature_dim"]) == \
         ("resnet18", 8, 8, "batch", 64)

@@ -116,6 +116,33 @@ def test_config_overrides_reach_the_stages_typed_by_the_schema(ran):
     assert bad.returncode != 0 and "config: train.epochs: 'two' is not of type 'integer'" in bad.stdout + bad.stderr
 
 
+def test_after_kill_9_the_readme_recovery_unlocks_then_resumes_the_incomplete_job(tmp_path):
+    """README, Interrupted runs: after `kill -9` of Snakemake (or a power loss) its lock stays, so
+    --rerun-incomplete alone fails; `snakemake --unlock` first, then the rerun resumes pretrain."""
+    import os
+    import signal
+
+    from conftest import wait_for
+
+    project = copy_project(tmp_path / "project", **{"train.epochs": 12, "train.knn_every": 0})
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", "--resources", "gpu=1"], cwd=project,
+                                 stdout=log, stderr=subprocess.STDOUT, env=tool_env(), start_new_session=True)
+        wait_for(project / "results" / "checkpoints" / "pretrain" / "last.pt", first, timeout=300)
+        os.killpg(first.pid, signal.SIGKILL)  # Snakemake and its jobs, at once: no cleanup runs
+        first.wait()
+    assert not (project / "results" / "models" / "simclr.pt").exists()
+    locked = snakemake(project, "--rerun-incomplete")
+    assert locked.returncode != 0 and "LockException" in locked.stdout + locked.stderr
+    unlock = subprocess.run([str(BIN / "snakemake"), "--unlock"], cwd=project, capture_output=True, text=True,
+                            env=tool_env(), timeout=300)
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
+    rerun = snakemake(project, "--rerun-incomplete")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "pretrain: resuming from epoch" in (project / "results" / "logs" / "pretrain.log").read_text()
+    assert (project / "results" / "metrics" / "probe.json").is_file()
+
+
 def test_bad_param_is_one_line_error_before_any_job(tmp_path):
     project = copy_project(tmp_path / "project")
     params = project / "params.yaml"

@@ -77,7 +77,7 @@ def cmd_pretrain(args) -> int:
         os.execv(cmd[0], cmd)
     try:
         pretrain(params, Path(args.manifest), Path(args.model), Path(args.live_dir),
-                 checkpoint_dir=Path(args.checkpoint_dir), log=_log)
+                 checkpoint_dir=args.checkpoint_dir and Path(args.checkpoint_dir), log=_log)
     except Interrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 128 + exc.signum
@@ -145,8 +145,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="output model file (models/simclr.pt)")
     s.add_argument("--live-dir", required=True,
                    help="DVCLive folder: metrics.json and per-epoch plots/metrics/*.tsv (metrics/pretrain)")
-    s.add_argument("--checkpoint-dir", default="checkpoints/pretrain",
-                   help="resumable checkpoints, outside the declared outputs so that no orchestrator deletes them")
+    s.add_argument("--checkpoint-dir", default=None,
+                   help="resumable checkpoints, outside the declared outputs so that no orchestrator deletes them "
+                        "(default: <cache>/checkpoints/<fingerprint>, the cache being $SIMCLR_CACHE, else "
+                        "$XDG_CACHE_HOME/simclr, else ~/.cache/simclr)")
     s = stage("extract", cmd_extract, "frozen features of the pretrained and the random-init encoder",
               "Reads params `extract`, `runtime`, the manifest, its images and --model; writes "
               "simclr.npz and random.npz (train/test features and labels) to --out-dir.", runtime=True)

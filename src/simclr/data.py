@@ -134,8 +134,14 @@ def read_manifest(path: str | Path) -> dict:
 
 
 def cache_dir() -> Path:
-    """Where decoded splits are kept: $SIMCLR_CACHE, else .cache/simclr under the working directory."""
-    return Path(os.environ.get("SIMCLR_CACHE", ".cache/simclr"))
+    """Where decoded splits (and, by default, pretrain's checkpoints) are kept: $SIMCLR_CACHE, else
+    $XDG_CACHE_HOME/simclr, else ~/.cache/simclr. Outside any workspace, so every checkout, Snakemake
+    run and DVC experiment (queued ones run in temporary workspaces) shares it; entries are keyed by
+    content, so sharing is safe."""
+    if os.environ.get("SIMCLR_CACHE"):
+        return Path(os.environ["SIMCLR_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "simclr"
 
 
 def load_split(manifest: dict, split: str, size: int):

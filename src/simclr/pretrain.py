@@ -28,7 +28,7 @@ from . import augment as aug, distributed as ddp, io, model as model_lib, optim 
 from .accumulate import step_gradients
 from .checkpoint import Checkpoints, Interrupted, RunState, fingerprint, restore_rng, rng_states, stop_on_signals
 from .distributed import torchrun_command
-from .data import load_split, read_manifest
+from .data import cache_dir, load_split, read_manifest
 from .errors import UserError
 from .knn import knn_accuracy
 from .live import log_epoch, open_live
@@ -115,12 +115,14 @@ def read_losses(pending: list[torch.Tensor], run: RunState, per_epoch: int, ckpt
 
 
 def pretrain(params: dict, manifest_path: Path, model_path: Path, live_dir: Path,
-             checkpoint_dir: Path = Path("checkpoints/pretrain"), log=print) -> dict:
-    """Train; `params` holds pretrain's tracked sections and `runtime`. Returns the last epoch's row."""
+             checkpoint_dir: Path | None = None, log=print) -> dict:
+    """Train; `params` holds pretrain's tracked sections and `runtime`. Returns the last epoch's row.
+    checkpoint_dir None: <cache>/checkpoints/<fingerprint> (data.cache_dir), one folder per run, outside
+    the workspace, so a queued DVC experiment killed in its temporary workspace resumes when rerun."""
     rank, world, local_rank = ddp.env()
     cuda = rt.pick_device(params["runtime"]["device"], local_rank).type == "cuda"
     with ddp.process_group(world, cuda):
-        return _pretrain(params, Path(manifest_path), Path(model_path), Path(live_dir), Path(checkpoint_dir),
+        return _pretrain(params, Path(manifest_path), Path(model_path), Path(live_dir), checkpoint_dir,
                          log if rank == 0 else (lambda msg: None), rank, world, local_rank)
 
 
@@ -156,7 +158,8 @@ def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, 
         f"{per_epoch} steps/epoch x {train['epochs']} epochs, peak lr {peak:.4g}, device {device}")
 
     fp = fingerprint({k: v for k, v in params.items() if k != "runtime"}, manifest, world)
-    ckpts = Checkpoints(checkpoint_dir)
+    ckpts = Checkpoints(Path(checkpoint_dir) if checkpoint_dir is not None
+                        else cache_dir() / "checkpoints" / fp[:16])
     run = RunState()
     saved = ckpts.load(fp, log) if runtime["resume"] == "auto" else None
     if saved is not None:
