@@ -377,6 +377,7 @@ def cmd_run(args) -> int:
     prec = train["precision"]
     check("step overhead", [py, str(HERE / "step_overhead.py"), "--batch", str(b), "--device", checks["device"],
                             "--precision", prec, "--steps", str(checks["steps"]), "--size", str(size),
+                            "--width", str(params["model"]["width"]),
                             *(["--channels-last"] if train["channels_last"] else [])], "step")
     ok = run_part(report, "check: sync-free step", [py, str(HERE / "gpu_node.py"), "sync-check", "--manifest",
                                                     str(manifest), "--params", str(p)], log)
@@ -394,6 +395,7 @@ def cmd_run(args) -> int:
     eb, ec = checks["exact"]
     check("exact vs direct", [py, str(HERE / "gradcache_memory.py"), "--batch", str(eb), "--chunk", str(ec),
                               "--device", checks["device"], "--precision", prec, "--size", str(size),
+                              "--width", str(params["model"]["width"]),
                               *(["--channels-last"] if train["channels_last"] else [])], "exact")
 
     # pretrain: as many of the preset's epochs as the budget holds

@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 def one(mode: str, batch: int, chunk: int, size: int, device: str, precision: str = "fp32",
-        channels_last: bool = False) -> dict:
+        channels_last: bool = False, width: int = 64) -> dict:
     import torch
 
     from simclr.model import SimCLR
@@ -27,7 +27,7 @@ def one(mode: str, batch: int, chunk: int, size: int, device: str, precision: st
 
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    net = SimCLR("resnet18").to(device).to(memory_format=fmt).train()
+    net = SimCLR("resnet18", width=width).to(device).to(memory_format=fmt).train()
     v1 = torch.rand(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
     v2 = torch.rand(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
     chunk_size = batch if mode == "direct" else chunk
@@ -56,18 +56,20 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--width", type=int, default=64, help="ResNet-18 base width (model.width; 64 = standard)")
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(one(args.child, args.batch, args.chunk, args.size, args.device, args.precision,
-                             args.channels_last)))
+                             args.channels_last, args.width)))
         return
     rows = {}
     for mode in ("direct", "exact"):
         out = subprocess.run([sys.executable, __file__, "--child", mode, "--batch", str(args.batch),
                               "--chunk", str(args.chunk), "--size", str(args.size), "--device", args.device,
-                              "--precision", args.precision, *(["--channels-last"] if args.channels_last else [])],
+                              "--precision", args.precision, "--width", str(args.width),
+                              *(["--channels-last"] if args.channels_last else [])],
                              capture_output=True, text=True, check=True).stdout
         rows[mode] = json.loads(out.strip().splitlines()[-1])
         r = rows[mode]

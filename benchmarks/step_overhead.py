@@ -31,11 +31,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--width", type=int, default=64, help="ResNet-18 base width (model.width; 64 = standard)")
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     args = ap.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    net = SimCLR("resnet18").to(device)
+    net = SimCLR("resnet18", width=args.width).to(device)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     net = net.to(memory_format=fmt)
     opt = O.build(net, {"name": "lars", "base_lr": 1.0, "weight_decay": 1e-6, "momentum": 0.9,

@@ -95,7 +95,7 @@ def test_probe_param_change_reruns_only_probe_and_metrics_diff_shows_it(repo):
 
 @pytest.fixture(scope="module")
 def queued(repo, tmp_path_factory):
-    """README's queue: `dvc exp run --queue -S train.temperature=0.1,0.3`, `dvc queue start`, then
+    """README's queue: `dvc exp run --queue -S train.temperature=0.1,0.3`, `dvc queue start -j 2`, then
     `dvc queue status` until both are done - with the user cache at $XDG_CACHE_HOME (a temporary
     folder) instead of the tests' $SIMCLR_CACHE. Returns ({temperature: experiment name}, the cache)."""
     import time
@@ -103,7 +103,7 @@ def queued(repo, tmp_path_factory):
     xdg = tmp_path_factory.mktemp("xdg")
     env = {"SIMCLR_CACHE": None, "XDG_CACHE_HOME": str(xdg)}
     sh(repo, "dvc", "exp", "run", "--queue", "-S", "train.temperature=0.1,0.3", env=env)
-    sh(repo, "dvc", "queue", "start", env=env)
+    sh(repo, "dvc", "queue", "start", "-j", "2", env=env)
     deadline = time.time() + 400
     while True:
         status = sh(repo, "dvc", "queue", "status", env=env).stdout

@@ -112,7 +112,7 @@ import sys
 import numpy as np
 from simclr import probe
 rng = np.random.default_rng(0)  # float32 512-d features in 10 clusters, as extract writes them
-x = (np.abs(rng.normal(size=(450, 512))) + np.repeat(rng.normal(size=(10, 512)), 45, axis=0)).astype(np.float32)
+x = (np.abs(rng.normal(size=(250, 512))) + np.repeat(rng.normal(size=(10, 512)), 25, axis=0)).astype(np.float32)
 np.save(sys.argv[1], probe.project_2d(x, "tsne", 0))
 """
 

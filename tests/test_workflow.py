@@ -116,6 +116,23 @@ def test_config_overrides_reach_the_stages_typed_by_the_schema(ran):
     assert bad.returncode != 0 and "config: train.epochs: 'two' is not of type 'integer'" in bad.stdout + bad.stderr
 
 
+def test_a_preset_applied_with_configfile_changes_exactly_its_keys(ran):
+    """README: `snakemake ... --configfile configs/<preset>.yaml` lays the preset over params.yaml; the
+    pretrain job then gets params.yaml's values with the preset's keys replaced, as config.load_params
+    merges them (the short GPU preset: no data download is needed to plan the run)."""
+    from simclr import config
+
+    preset = ran / "configs" / "cifar10-resnet18-short.yaml"
+    proc = snakemake(ran, "--dry-run", "--printshellcmds", "--configfile", str(preset))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    command = next(line for line in proc.stdout.splitlines() if "simclr pretrain" in line)
+    tracked = json.loads(command.split("--config '", 1)[1].split("'", 1)[0])
+    expected = config.stage_params(config.load_params(ran / "params.yaml", preset), "pretrain")
+    assert tracked == expected
+    assert tracked["optim"]["base_lr"] == 0.015 and tracked["train"]["batch_size"] == 512  # the preset's
+    assert tracked["augment"]["jitter_p"] == config.load_params(ran / "params.yaml")["augment"]["jitter_p"]
+
+
 def test_after_kill_9_the_readme_recovery_unlocks_then_resumes_the_incomplete_job(tmp_path):
     """README, Interrupted runs: after `kill -9` of Snakemake (or a power loss) its lock stays, so
     --rerun-incomplete alone fails; `snakemake --unlock` first, then the rerun resumes pretrain."""
@@ -124,7 +141,7 @@ def test_after_kill_9_the_readme_recovery_unlocks_then_resumes_the_incomplete_jo
 
     from conftest import wait_for
 
-    project = copy_project(tmp_path / "project", **{"train.epochs": 12, "train.knn_every": 0})
+    project = copy_project(tmp_path / "project", **{"train.epochs": 6, "train.knn_every": 0})
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1", "--resources", "gpu=1"], cwd=project,
                                  stdout=log, stderr=subprocess.STDOUT, env=tool_env(), start_new_session=True)
