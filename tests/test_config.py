@@ -212,3 +212,19 @@ def test_simclr_preset_refuses_a_preset_that_does_not_validate(tmp_path, capsys)
     out = capsys.readouterr()
     assert out.out == ""
     assert out.err.startswith(f"error: {ROOT / 'params.yaml'} + {bad}: train.epoch: unknown key"), out.err
+
+
+def test_images_per_class_is_a_balanced_seeded_subset():
+    """train.images_per_class: at most N train images of each class, the same draw for the same seed,
+    another for another seed; null keeps every image."""
+    import torch
+
+    from simclr.pretrain import per_class_subset
+
+    labels = torch.tensor([0] * 5 + [1] * 2 + [2] * 7)
+    picked = per_class_subset(labels, 3, seed=0)
+    assert torch.equal(picked, picked.sort().values)
+    assert [int((labels[picked] == c).sum()) for c in range(3)] == [3, 2, 3]
+    assert torch.equal(picked, per_class_subset(labels, 3, seed=0))
+    assert any(not torch.equal(picked, per_class_subset(labels, 3, seed=s)) for s in range(1, 6))
+    assert torch.equal(per_class_subset(labels, None, seed=0), torch.arange(len(labels)))
