@@ -19,6 +19,7 @@ include: "workflow/rules/validate.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/probe.smk"
+include: "workflow/rules/sweep.smk"
 
 
 rule all:

@@ -80,7 +80,8 @@ def micro_params_yaml(base: Path = ROOT / "params.yaml", **overrides) -> str:
     return yaml.safe_dump(params, sort_keys=False)
 
 
-PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "src", "configs", ".dvc", ".dvcignore", ".gitignore"]
+PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "src", "configs", "sweeps", ".dvc", ".dvcignore",
+                 ".gitignore"]
 
 
 def copy_project(dest: Path, **overrides) -> Path:

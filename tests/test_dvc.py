@@ -93,16 +93,24 @@ def test_probe_param_change_reruns_only_probe_and_metrics_diff_shows_it(repo):
     sh(repo, "dvc", "checkout")
 
 
+TEMPERATURE_SWEEP = "grid: {train.temperature: [0.1, 0.3]}\nplot: {y: simclr.knn_top1}\n"
+
+
 @pytest.fixture(scope="module")
 def queued(repo, tmp_path_factory):
-    """README's queue: `dvc exp run --queue -S train.temperature=0.1,0.3`, `dvc queue start -j 2`, then
-    `dvc queue status` until both are done - with the user cache at $XDG_CACHE_HOME (a temporary
-    folder) instead of the tests' $SIMCLR_CACHE. Returns ({temperature: experiment name}, the cache)."""
+    """README's queue for a two-point sweep: `simclr sweep sweeps/<name>.yaml --dvc | sh` (which queues
+    `dvc exp run --queue -S 'train.temperature=0.1,0.3'`), `dvc queue start -j 2`, then `dvc queue
+    status` until both are done - with the user cache at $XDG_CACHE_HOME (a temporary folder) instead
+    of the tests' $SIMCLR_CACHE. Returns ({temperature: experiment name}, the cache)."""
     import time
 
     xdg = tmp_path_factory.mktemp("xdg")
     env = {"SIMCLR_CACHE": None, "XDG_CACHE_HOME": str(xdg)}
-    sh(repo, "dvc", "exp", "run", "--queue", "-S", "train.temperature=0.1,0.3", env=env)
+    (repo / "sweeps" / "temperature.yaml").write_text(TEMPERATURE_SWEEP)
+    commands = sh(repo, "simclr", "sweep", "sweeps/temperature.yaml", "--dvc").stdout
+    assert commands == "dvc exp run --queue -S 'train.temperature=0.1,0.3'\n"
+    sh(repo, "bash", "-c", commands, env=env)
+    (repo / "sweeps" / "temperature.yaml").unlink()
     sh(repo, "dvc", "queue", "start", "-j", "2", env=env)
     deadline = time.time() + 400
     while True:
@@ -123,6 +131,27 @@ def queued(repo, tmp_path_factory):
 def test_queued_experiments_both_run_and_exp_show_lists_them(queued):
     names, _ = queued
     assert {0.1, 0.3} <= set(names), names
+
+
+def test_exp_show_csv_has_the_sweep_tables_columns(repo, queued, tmp_path):
+    """`dvc exp show --csv` of the queued sweep: one row per point, under the same column names as the
+    sweep table that `snakemake sweep_<name>` writes (swept keys, then probe metrics)."""
+    import csv
+    import io
+
+    from simclr import config, sweep
+
+    spec = tmp_path / "temperature.yaml"
+    spec.write_text(TEMPERATURE_SWEEP)
+    sw = sweep.load(spec, config.load_params(repo / "params.yaml"))
+    metrics = json.loads((repo / "metrics" / "probe.json").read_text())
+    columns = sw.keys + list(sweep._flat(metrics))  # the table's, but for its `point` (the folder name)
+    shown = list(csv.DictReader(io.StringIO(sh(repo, "dvc", "exp", "show", "--csv").stdout)))
+    assert set(columns) <= set(shown[0]), sorted(shown[0])
+    points = {float(r["train.temperature"]): r for r in shown if r["Experiment"] in queued[0].values()}
+    assert set(points) == {0.1, 0.3}
+    for r in points.values():
+        assert 0 <= float(r["simclr.linear_top1"]) <= 1
 
 
 def test_queued_runs_share_the_user_cache_outside_their_temporary_workspaces(repo, queued):

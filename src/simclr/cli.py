@@ -6,8 +6,9 @@
     simclr extract  --manifest data/manifest.json --model models/simclr.pt --out-dir features
     simclr probe    --features-dir features --metrics metrics/probe.json --plots-dir metrics/plots
 
-and two helpers that are not stages: `simclr classes ROOT` writes class.txt for a tree without one,
-and `simclr preset configs/<name>.yaml` prints a preset as `dvc exp run` options.
+and helpers that are not stages: `simclr classes ROOT` writes class.txt for a tree without one,
+`simclr preset configs/<name>.yaml` prints a preset as `dvc exp run` options, and `simclr sweep
+sweeps/<name>.yaml` checks a sweep and writes its table and plot (Snakemake runs its points).
 
 Params come from params.yaml (--params), or as JSON from Snakemake (--config, the keys the stage
 tracks, and --runtime). A stage is handed only the keys it tracks (config.given).
@@ -114,6 +115,27 @@ def cmd_preset(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    """Check a sweep file; write its table and plot from the points' metrics, or print its DVC queue."""
+    from . import sweep as sweeps
+
+    if args.config:  # the workflow's config, from Snakemake
+        params = config.validate_params(config._json(args.config, "--config"), "--config")
+    else:  # params.yaml with the sweep's base laid over it (as `snakemake --configfile <base>` and dvc -S do)
+        base = sweeps.base_of(args.sweep)
+        params = config.load_params(args.params, *([base] if base else []))
+    sw = sweeps.load(args.sweep, params)
+    if args.dvc:
+        print("\n".join(sweeps.dvc_commands(sw)))
+        return 0
+    if not args.runs or not args.out_dir:
+        _log(f"sweep: {args.sweep}: {len(sw.points)} points, valid (give --runs and --out-dir to write its table)")
+        return 0
+    csv_path, png_path = sweeps.write(sw, Path(args.runs), Path(args.out_dir))
+    _log(f"sweep: {len(sw.points)} points -> {csv_path}, {png_path}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="simclr", description="SimCLR pipeline stages (see README.md)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -174,6 +196,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("preset", help="a preset file (configs/*.yaml): only the keys it changes")
     s.add_argument("--params", default="params.yaml", help="params file it is laid over (default: params.yaml)")
     s.set_defaults(func=cmd_preset)
+    s = sub.add_parser("sweep", help="check a sweep file; write its table and plot, or print its DVC queue",
+                       description="Checks SWEEP (sweeps/<name>.yaml: base, grid, plot) against the params before "
+                                   "any run. With --runs and --out-dir, writes <out-dir>/sweep.csv (one row per "
+                                   "point: swept values and probe metrics) and <out-dir>/sweep.png from "
+                                   "<runs>/<point>/metrics/probe.json (what `snakemake sweep_<name>` runs); with "
+                                   "--dvc, prints the same grid as `dvc exp run --queue` commands.")
+    s.add_argument("sweep", help="a sweep file (sweeps/<name>.yaml)")
+    s.add_argument("--params", default="params.yaml", help="the workflow's params (default: params.yaml)")
+    s.add_argument("--config", default=None, help="the workflow's whole config as JSON (used by Snakemake)")
+    s.add_argument("--runs", default=None, help="folder holding one folder per point (results/sweeps/<name>)")
+    s.add_argument("--out-dir", default=None, help="folder for sweep.csv and sweep.png (sweeps/<name>)")
+    s.add_argument("--dvc", action="store_true", help="print the grid as `dvc exp run --queue` commands")
+    s.set_defaults(func=cmd_sweep)
     return p
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parent
 STAGES = ("prepare", "validate", "pretrain", "extract", "probe")
+HELPERS = ("encoder", "sweep")  # modules behind `simclr <helper>` or the package API: in no stage's closure
 ENTRY = ("__init__", "cli", "config")  # what `simclr <stage>` runs before the stage module
 DATA = {"config": ["params.schema.yaml"]}  # package files a module reads (not imports)
 
@@ -48,7 +49,7 @@ def closure(stage: str) -> tuple[str, ...]:
         if module in seen:
             continue
         seen.add(module)
-        todo += [m for m in _imports(module) if m not in STAGES or m == stage]
+        todo += [m for m in _imports(module) if (m not in STAGES and m not in HELPERS) or m == stage]
     files = {f"{m}.py" for m in seen} | {f for m in seen for f in DATA.get(m, [])}
     return tuple(sorted(files))
 
