@@ -39,9 +39,9 @@ def _imports(module: str) -> set[str]:
 
 @lru_cache(maxsize=None)
 def closure(stage: str) -> tuple[str, ...]:
-    """File names (relative to the package) that `simclr <stage>` runs or reads, sorted."""
-    if stage not in STAGES:
-        raise ValueError(f"stage: expected one of {STAGES}, found {stage!r}")
+    """File names (relative to the package) that `simclr <stage>` (or a helper: `simclr sweep`) runs or reads, sorted."""
+    if stage not in STAGES + HELPERS:
+        raise ValueError(f"stage: expected one of {STAGES + HELPERS}, found {stage!r}")
     seen: set[str] = set()
     todo = [*ENTRY, stage]
     while todo:

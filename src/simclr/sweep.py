@@ -283,7 +283,8 @@ def figure(sweep: Sweep, rows_: list[dict]):
     ax.set_xlabel(x_key)
     ax.set_ylabel(y_key)
     n_seeds = len(rows_) // max(1, len({(r.get(x_key), r.get(line_key)) for r in rows_}))
-    ax.set_title(f"sweep {sweep.name}: {y_key} against {x_key} (mean ± sd, {n_seeds} per point)")
+    ax.set_title(f"sweep {sweep.name}: {y_key} against {x_key}\nmean ± 1 sd of {n_seeds} runs per point, "
+                 "each run a dot", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -100,6 +100,7 @@ rule sweep:
     input:
         spec=f"{SWEEPS}/{{sweep}}.yaml",
         probes=lambda wildcards: sweep_probes(wildcards.sweep),
+        code=code("sweep"),
     output:
         table=report(
             f"{SWEEPS}/{{sweep}}/sweep.csv",
