@@ -43,8 +43,10 @@ def write_json(path: str | Path, obj) -> None:
 def save_torch(path: str | Path, obj) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # through a file object: torch.save given a path names the archive inside after the file (here
+    # the temporary name), so the same object would give other bytes, and DVC another hash, each time
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def save_npz(path: str | Path, **arrays) -> None:

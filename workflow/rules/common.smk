@@ -9,6 +9,7 @@ import yaml
 
 from simclr import config as simclr_config
 from simclr import deps as simclr_deps
+from simclr import sweep as simclr_sweep
 
 try:
     # --config values arrive as text (train='{epochs: 2}'): typed by the schema, then defaults filled
@@ -94,3 +95,44 @@ def refuse_dvc_output(wildcards):
         f"{path} is written by DVC (dvc repro), not by this workflow, which writes {RESULTS}/{path}: "
         f"run `snakemake {RESULTS}/{path} --cores 1 --resources gpu=1`, or `dvc repro` for {path}"
     )
+
+
+# Sweeps (workflow/rules/sweep.smk): sweeps/<name>.yaml, each point in results/sweeps/<name>/<point>/.
+SWEEPS = "sweeps"
+SWEEP_RUNS = f"{RESULTS}/sweeps/{{sweep}}/{{point}}"
+CONFIG_JSON = json.dumps(config, sort_keys=True)
+
+
+def sweep_names():
+    return sorted(p.stem for p in Path(SWEEPS).glob("*.yaml"))
+
+
+_sweeps = {}
+
+
+def load_sweep(name):
+    """The sweep file, checked against the workflow's config (once; a bad grid stops the DAG, naming the key)."""
+    if name not in _sweeps:
+        try:
+            _sweeps[name] = simclr_sweep.load(f"{SWEEPS}/{name}.yaml", config)
+        except simclr_sweep.UserError as exc:
+            raise WorkflowError(f"invalid sweep:\n{exc}") from None
+    return _sweeps[name]
+
+
+def point_config(stage):
+    """The keys `stage` tracks at one point, as JSON (the params trigger reruns only the points that change)."""
+
+    def cfg(wildcards):
+        sweep = load_sweep(wildcards.sweep)
+        if wildcards.point not in sweep.points:
+            raise WorkflowError(f"{SWEEPS}/{wildcards.sweep}.yaml has no point {wildcards.point}")
+        params = simclr_sweep.point_params(sweep, wildcards.point, config)
+        return json.dumps(simclr_config.stage_params(params, stage), sort_keys=True)
+
+    return cfg
+
+
+def sweep_probes(name):
+    """Every point's probe metrics (checking the sweep file first)."""
+    return [f"{RESULTS}/sweeps/{name}/{point}/metrics/probe.json" for point in load_sweep(name).points]

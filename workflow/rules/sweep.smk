@@ -1,48 +1,9 @@
 # Sweeps (sweeps/<name>.yaml): every grid point runs pretrain -> extract -> probe in its own folder,
 # results/sweeps/<name>/<point>/, from the workflow's prepared dataset and manifest; the rule `sweep`
 # sums the points up in sweeps/<name>/sweep.csv and sweep.png (committed beside the sweep file; dvc.yaml's
-# top-level plots show them). `snakemake --cores 2 --resources gpu=1 sweep_<name>` runs one sweep.
-# The point rules are the pipeline's own rules (`use rule`), with the point's params and paths.
-from simclr import sweep as simclr_sweep
-
-SWEEPS = "sweeps"
-SWEEP_RUNS = f"{RESULTS}/sweeps/{{sweep}}/{{point}}"
-CONFIG_JSON = json.dumps(config, sort_keys=True)
-
-
-def sweep_names():
-    return sorted(p.stem for p in Path(SWEEPS).glob("*.yaml"))
-
-
-_sweeps = {}
-
-
-def load_sweep(name):
-    """The sweep file, checked against the workflow's config (once; a bad grid stops the DAG, naming the key)."""
-    if name not in _sweeps:
-        try:
-            _sweeps[name] = simclr_sweep.load(f"{SWEEPS}/{name}.yaml", config)
-        except simclr_sweep.UserError as exc:
-            raise WorkflowError(f"invalid sweep:\n{exc}") from None
-    return _sweeps[name]
-
-
-def point_config(stage):
-    """The keys `stage` tracks at one point, as JSON (the params trigger reruns only the points that change)."""
-
-    def cfg(wildcards):
-        sweep = load_sweep(wildcards.sweep)
-        if wildcards.point not in sweep.points:
-            raise WorkflowError(f"{SWEEPS}/{wildcards.sweep}.yaml has no point {wildcards.point}")
-        params = simclr_sweep.point_params(sweep, wildcards.point, config)
-        return json.dumps(simclr_config.stage_params(params, stage), sort_keys=True)
-
-    return cfg
-
-
-def sweep_probes(name):
-    """Every point's probe metrics (checking the sweep file first)."""
-    return [f"{RESULTS}/sweeps/{name}/{point}/metrics/probe.json" for point in load_sweep(name).points]
+# top-level plots show them). `snakemake sweep_<name> --cores 2 --resources gpu=1` runs one sweep. The point
+# rules are the pipeline's own rules (`use rule`), with the point's params and paths; the helpers they call
+# (load_sweep, point_config, sweep_probes) are in common.smk.
 
 
 wildcard_constraints:
