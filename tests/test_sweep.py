@@ -38,7 +38,7 @@ def test_two_by_two_grid_gives_four_named_points_with_their_params(tmp_path, par
     sw = sweep.load(write_sweep(tmp_path, MICRO_SWEEP), params)
     assert list(sw.points) == ["temperature=0.2,seed=0", "temperature=0.2,seed=1",
                                "temperature=0.5,seed=0", "temperature=0.5,seed=1"]
-    p = sweep.point_params(sw, "temperature=0.5,seed=1", params)
+    p = sweep.point_params(sw, "temperature=0.5,seed=1")
     assert (p["train"]["temperature"], p["train"]["seed"]) == (0.5, 1)
     assert p["train"]["epochs"] == params["train"]["epochs"]  # the rest is the workflow's config
     assert sw.plot == {"x": "train.temperature", "y": "simclr.knn_top1", "lines": None, "log_x": False}
@@ -55,7 +55,7 @@ def test_a_list_of_grids_is_their_union_and_null_names_a_folder(tmp_path, params
 def test_set_gives_every_point_a_value_without_naming_it(tmp_path, params):
     sw = sweep.load(write_sweep(tmp_path, "set: {train.epochs: 3}\ngrid: {train.seed: [0, 1]}\n"), params)
     assert list(sw.points) == ["seed=0", "seed=1"]
-    assert sweep.point_params(sw, "seed=1", params)["train"]["epochs"] == 3
+    assert sweep.point_params(sw, "seed=1")["train"]["epochs"] == 3
     assert sweep.dvc_commands(sw) == ["dvc exp run --queue -S 'train.epochs=3' -S 'train.seed=0,1'"]
     with pytest.raises(sweep.SweepError, match=r"grid: train\.seed: also under set"):
         sweep.load(write_sweep(tmp_path, "set: {train.seed: 3}\ngrid: {train.seed: [0, 1]}\n"), params)
@@ -104,7 +104,7 @@ def test_a_base_preset_with_other_data_asks_for_configfile(tmp_path, params):
         sweep.load(path, params)
     laid = config.load_params("params.yaml", base)  # as `snakemake --configfile <base>` makes the config
     sw = sweep.load(path, laid)
-    assert sweep.point_params(sw, "seed=0", laid)["model"]["width"] == laid["model"]["width"] == 16
+    assert sweep.point_params(sw, "seed=0")["model"]["width"] == laid["model"]["width"] == 16
 
 
 def fake_runs(runs, sw, metric):
@@ -291,3 +291,13 @@ def test_a_committed_table_without_its_runs_plans_the_whole_sweep(swept, tmp_pat
     assert (clone / "sweeps" / "micro" / "sweep.csv").is_file()
     assert plan(clone, "sweep_micro") == {"prepare": 1, "validate": 1, "sweep_pretrain": 4, "sweep_extract": 4,
                                           "sweep_probe": 4, "sweep": 1, "sweep_micro": 1}
+
+
+@pytest.mark.slow
+def test_report_files_the_sweep_table_and_plot(swept, tmp_path):
+    project, _ = swept
+    sh(project, "snakemake", "sweep_micro", "--report", tmp_path / "report.zip")
+    import zipfile
+
+    names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
+    assert [n for n in names if n.endswith("/sweep.csv")] and [n for n in names if n.endswith("/sweep.png")], names

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,9 @@ class ParamsError(UserError):
     """A params file that is missing, unreadable or does not match the schema."""
 
 
+@lru_cache(maxsize=1)
 def load_schema() -> dict:
+    """The params schema, parsed once per process (read-only: nothing here changes it)."""
     text = resources.files("simclr").joinpath("params.schema.yaml").read_text()
     return yaml.safe_load(text)
 

@@ -49,6 +49,7 @@ class Sweep:
     name: str
     path: Path
     base: str | None                  # a preset laid over the workflow's config; None: the config as it is
+    base_params: dict                 # the workflow's config with the base laid over it, validated
     fixed: dict[str, Any]             # `set`: dotted key -> value, at every point
     keys: list[str]                   # swept keys, in the order they first appear
     points: dict[str, dict[str, Any]]  # folder name -> {key: value} (only the swept keys)
@@ -112,17 +113,16 @@ def point_name(values: dict[str, Any]) -> str:
     return ",".join(f"{n}={_value_text(v)}" for n, v in zip(names, values.values()))
 
 
-def base_params(sweep: Sweep, params: dict) -> dict:
+def _laid(base: str | None, path: Path, params: dict) -> dict:
     """The workflow's config with the sweep's base laid over it, validated."""
-    if sweep.base is None:
+    if base is None:
         return params
-    return config.validate_params(config.merge(params, config.load_preset(sweep.base)),
-                                  f"{sweep.base} (the base of {sweep.path})")
+    return config.validate_params(config.merge(params, config.load_preset(base)), f"{base} (the base of {path})")
 
 
-def point_params(sweep: Sweep, point: str, params: dict) -> dict:
+def point_params(sweep: Sweep, point: str) -> dict:
     """All params of one point: the base with the point's values set, validated (errors name the point)."""
-    out = json.loads(json.dumps(base_params(sweep, params)))
+    out = json.loads(json.dumps(sweep.base_params))
     for key, value in {**sweep.fixed, **sweep.points[point]}.items():
         *parents, leaf = key.split(".")
         node = out
@@ -140,11 +140,11 @@ def load(path: str | Path, params: dict) -> Sweep:
     sweepable, every point valid, the base sharing the workflow's dataset. Raises SweepError."""
     path = Path(path)
     spec = _read(path)
-    sweep = Sweep(name=path.stem, path=path, base=base_of(path),
-                  fixed={}, keys=[], points={}, plot={})
-    if sweep.base is not None and not Path(sweep.base).is_file():
-        raise _fail(path, f"base: {sweep.base}: file not found (expected params.yaml or a preset in configs/)")
-    base_cfg = base_params(sweep, params)
+    base = base_of(path)
+    if base is not None and not Path(base).is_file():
+        raise _fail(path, f"base: {base}: file not found (expected params.yaml or a preset in configs/)")
+    base_cfg = _laid(base, path, params)
+    sweep = Sweep(name=path.stem, path=path, base=base, base_params=base_cfg, fixed={}, keys=[], points={}, plot={})
     for stage in ("prepare", "validate"):
         if config.stage_params(base_cfg, stage) != config.stage_params(params, stage):
             key = next(f"{s}.{k}" for s in config.STAGE_PARAMS[stage] for k in base_cfg[s]
@@ -176,7 +176,7 @@ def load(path: str | Path, params: dict) -> Sweep:
             sweep.points[name] = values
     sweep.plot = _plot_spec(path, spec.get("plot") or {}, sweep.keys)
     for point in sweep.points:
-        point_params(sweep, point, params)
+        point_params(sweep, point)
     return sweep
 
 

@@ -107,7 +107,8 @@ def sweep_names():
     return sorted(p.stem for p in Path(SWEEPS).glob("*.yaml"))
 
 
-_sweeps = {}
+_sweeps = {}  # name -> checked sweep
+_points = {}  # (name, point) -> the point's params
 
 
 def load_sweep(name):
@@ -127,8 +128,10 @@ def point_config(stage):
         sweep = load_sweep(wildcards.sweep)
         if wildcards.point not in sweep.points:
             raise WorkflowError(f"{SWEEPS}/{wildcards.sweep}.yaml has no point {wildcards.point}")
-        params = simclr_sweep.point_params(sweep, wildcards.point, config)
-        return json.dumps(simclr_config.stage_params(params, stage), sort_keys=True)
+        key = (wildcards.sweep, wildcards.point)
+        if key not in _points:
+            _points[key] = simclr_sweep.point_params(sweep, wildcards.point)
+        return json.dumps(simclr_config.stage_params(_points[key], stage), sort_keys=True)
 
     return cfg
 
