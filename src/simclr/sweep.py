@@ -51,6 +51,7 @@ class Sweep:
     base: str | None                  # a preset laid over the workflow's config; None: the config as it is
     base_params: dict                 # the workflow's config with the base laid over it, validated
     fixed: dict[str, Any]             # `set`: dotted key -> value, at every point
+    grids: list[dict[str, list]]      # the grid as written (a list of key -> values)
     keys: list[str]                   # swept keys, in the order they first appear
     points: dict[str, dict[str, Any]]  # folder name -> {key: value} (only the swept keys)
     plot: dict
@@ -62,7 +63,11 @@ def _fail(path: Path, msg: str) -> SweepError:
 
 def base_of(path: str | Path) -> str | None:
     """The preset a sweep file names as its base (None: params.yaml, the workflow's config as it is)."""
-    base = _read(Path(path)).get("base", "params.yaml")
+    return _base(_read(Path(path)))
+
+
+def _base(spec: dict) -> str | None:
+    base = spec.get("base", "params.yaml")
     return None if base in (None, "params.yaml") else str(base)
 
 
@@ -140,11 +145,12 @@ def load(path: str | Path, params: dict) -> Sweep:
     sweepable, every point valid, the base sharing the workflow's dataset. Raises SweepError."""
     path = Path(path)
     spec = _read(path)
-    base = base_of(path)
+    base = _base(spec)
     if base is not None and not Path(base).is_file():
         raise _fail(path, f"base: {base}: file not found (expected params.yaml or a preset in configs/)")
     base_cfg = _laid(base, path, params)
-    sweep = Sweep(name=path.stem, path=path, base=base, base_params=base_cfg, fixed={}, keys=[], points={}, plot={})
+    sweep = Sweep(name=path.stem, path=path, base=base, base_params=base_cfg, fixed={}, grids=[],
+                  keys=[], points={}, plot={})
     for stage in ("prepare", "validate"):
         if config.stage_params(base_cfg, stage) != config.stage_params(params, stage):
             key = next(f"{s}.{k}" for s in config.STAGE_PARAMS[stage] for k in base_cfg[s]
@@ -158,7 +164,8 @@ def load(path: str | Path, params: dict) -> Sweep:
     for key, value in fixed.items():
         _check_key(path, "set", key, base_cfg)
         sweep.fixed[key] = value
-    for grid in _grids(path, spec.get("grid")):
+    sweep.grids = _grids(path, spec.get("grid"))
+    for grid in sweep.grids:
         for key in grid:
             _check_key(path, "grid", key, base_cfg)
             if key in sweep.fixed:
@@ -313,11 +320,10 @@ def _set_value(value: Any) -> str:
 def dvc_commands(sweep: Sweep) -> list[str]:
     """One `dvc exp run --queue` line per grid of the sweep (DVC expands comma-separated values into
     their product), with the base preset's and `set`'s keys; single-quoted for the shell (`| sh`)."""
-    spec = _read(sweep.path)
     fixed = _flat(config.load_preset(sweep.base)) if sweep.base else {}
     fixed.update(sweep.fixed)
     out = []
-    for grid in _grids(sweep.path, spec["grid"]):
+    for grid in sweep.grids:
         words = ["dvc", "exp", "run", "--queue"]
         for key, value in fixed.items():  # the base's and set's keys, each once; the grid's own win
             if key not in grid:
