@@ -227,10 +227,12 @@ class Report:
             s, r = probe["simclr"], probe["random"]
             shots = d.get("shots", 5)
             rows.append(("linear top-1 (SimCLR / random-init)", f"{100 * s['linear_top1']:.2f}% / {100 * r['linear_top1']:.2f}%"))
-            rows.append((f"kNN top-1, k={d.get('knn_k', 200)} (SimCLR / random-init)",
+            rows.append((f"kNN top-1, k={d.get('vote_k', 10)} majority vote, cosine (the anchor's; SimCLR / random-init)",
+                         f"{100 * s['knn_vote_top1']:.2f}% / {100 * r['knn_vote_top1']:.2f}%"))
+            rows.append((f"kNN top-1, k={d.get('knn_k', 200)} weighted, t=0.1 (SimCLR / random-init)",
                          f"{100 * s['knn_top1']:.2f}% / {100 * r['knn_top1']:.2f}%"))
             rows.append((f"{shots}-shot top-1 (SimCLR / random-init)",
-                         f"{100 * s[f'fewshot_{shots}_top1']:.2f}% / {100 * r[f'fewshot_{shots}_top1']:.2f}%"))
+                         f"{100 * s['fewshot_top1']:.2f}% / {100 * r['fewshot_top1']:.2f}%"))
         c = d["checks"]
         if "augment" in c:
             a = c["augment"]
@@ -352,6 +354,7 @@ def cmd_run(args) -> int:
     train = params["train"]
     report.data["env"] = environment(checks["device"])
     report.data["shots"], report.data["knn_k"] = params["probe"]["shots"], params["probe"]["knn_k"]
+    report.data["vote_k"] = params["probe"]["vote_k"]
     report.save()
     print(f"gpu_node: {report.data['env']}; budget {args.budget:.0f} s, "
           f"{deadline - time.time():.0f} s left", flush=True)

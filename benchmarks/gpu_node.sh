@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # One command for an offline GPU node: no package index, no internet, a site-provided PyTorch.
 #
-#   benchmarks/gpu_node.sh [--offline DIR] [--out DIR] [--budget SECONDS] [--smoke]
+#   benchmarks/gpu_node.sh [--offline DIR] [--out DIR] [--budget SECONDS] [--preset FILE] [--smoke]
 #
 # It installs what the node lacks from the carried wheel folder alone (pip --no-index), checks every
 # runtime dependency against pyproject.toml, unpacks the dataset, then runs benchmarks/gpu_node.py:
 # the real CIFAR-10 through validate -> pretrain -> extract -> probe (configs/cifar10-resnet18-short.yaml,
 # as many epochs as fit) and the short GPU checks, all within --budget seconds of wall time counted
 # from this script's start (default 540). One table: DIR/results.md (also results.json, log.txt).
+# --preset: another preset over params.yaml (e.g. configs/cifar10-resnet18-short-official.yaml, the A/B).
 #
 # DIR (default offline/, git-ignored) is what travels with the checkout; make it where an index is
 # reachable with benchmarks/gpu_node_bundle.sh:
@@ -18,14 +19,16 @@
 set -euo pipefail
 started=$(date +%s.%N)
 root=$(cd "$(dirname "$0")/.." && pwd)
-offline=$root/offline out=$root/runs/gpu_node_out budget=540 smoke=()
+offline=$root/offline out=$root/runs/gpu_node_out budget=540 smoke=() preset=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --offline) offline=$(cd "$2" && pwd); shift 2 ;;
     --out) out=$2; shift 2 ;;
     --budget) budget=$2; shift 2 ;;
     --smoke) smoke=(--smoke); shift ;;
-    *) echo "error: unknown option $1 (expected --offline DIR, --out DIR, --budget SECONDS, --smoke)" >&2; exit 2 ;;
+    --preset) [ -f "$2" ] || { echo "error: --preset $2: expected a preset file, not found" >&2; exit 2; }
+              preset=(--preset "$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"); shift 2 ;;
+    *) echo "error: unknown option $1 (expected --offline DIR, --out DIR, --budget SECONDS, --preset FILE, --smoke)" >&2; exit 2 ;;
   esac
 done
 py=${PYTHON:-python3}
@@ -46,4 +49,4 @@ classes=$(find "$node/data" -maxdepth 3 -name class.txt | head -n 1)
 [ -n "$classes" ] || { echo "error: $archive: expected a class.txt inside, found none" >&2; exit 2; }
 setup=$(python3 -c "import time; print(round(time.time() - $started, 1))" 2>/dev/null || "$py" -c "import time; print(round(time.time() - $started, 1))")
 exec "$py" "$root/benchmarks/gpu_node.py" run --data "$(dirname "$classes")" --out "$out" --budget "$budget" \
-  --started "$started" --setup-s "$setup" "${smoke[@]}"
+  --started "$started" --setup-s "$setup" "${preset[@]}" "${smoke[@]}"

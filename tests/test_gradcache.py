@@ -249,3 +249,41 @@ def test_exact_mode_runs_under_bf16_autocast():
     step_gradients(net, v1, v2, T, 3, "exact", precision="bf16")
     bf16 = grads(net)
     assert torch.nn.functional.cosine_similarity(bf16, fp32, dim=0) > 0.99  # bf16 rounding, same gradient
+
+
+@pytest.mark.parametrize("accumulate", ["exact", "naive"])
+@pytest.mark.parametrize("chunk", [B, 3])
+def test_separate_forward_views_normalise_each_view_on_its_own(chunk, accumulate):
+    """train.forward_views separate (dkobak/simclr-cifar10: model(view1), model(view2)): whole, the two
+    views are two forwards of N; in chunks, group k's first views and group k + 1's second views are
+    two forwards. The gradient is that of the loss through exactly those forwards (float64, BN in train
+    mode, against the independent reference), and differs from the joint forward's."""
+    net, joint = model("batch").train(), model("batch").train()
+    ref = copy.deepcopy(net)
+    v1, v2 = views(11)
+    bounds = [(a, min(a + chunk, B)) for a in range(0, B, chunk)]
+    z1 = [ref(v1[a:e]) for a, e in bounds]
+    z2 = [None] * len(bounds)
+    for k in range(len(bounds)):  # group k+1's second views are embedded with group k's first views
+        c, d = bounds[(k + 1) % len(bounds)]
+        z2[(k + 1) % len(bounds)] = ref(v2[c:d])
+    if accumulate == "exact" or len(bounds) == 1:
+        loss = reference_nt_xent(torch.cat(z1), torch.cat(z2), T)
+    else:
+        loss = sum(reference_nt_xent(a1, a2, T) * ((e - a) / B) for (a, e), a1, a2 in zip(bounds, z1, z2))
+    loss.backward()
+    got = step_gradients(net, v1, v2, T, chunk, accumulate, forward_views="separate")
+    assert float(got) == pytest.approx(float(loss.detach()), rel=1e-12)
+    assert rel_err(grads(net), grads(ref)) < 1e-10
+    step_gradients(joint, v1, v2, T, chunk, accumulate)
+    assert rel_err(grads(joint), grads(net)) > 1e-3
+
+
+@pytest.mark.parametrize("chunk", [B, 3])
+def test_separate_forward_views_hold_one_view_per_forward(chunk):
+    net = Recorder(model("batch").train())
+    v1 = torch.arange(1, B + 1, dtype=torch.float64).view(B, 1, 1, 1).expand(B, 3, 8, 8).contiguous()
+    step_gradients(net, v1, -v1, T, chunk, "exact", forward_views="separate")
+    for x in net.inputs:
+        signs = set(torch.sign(x[:, 0, 0, 0]).tolist())
+        assert len(signs) == 1, "a forward pass holds views of both kinds"

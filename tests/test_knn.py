@@ -32,3 +32,35 @@ def test_votes_are_weighted_by_similarity_not_counted():
 def test_caps_k_at_train_size():
     pred = knn_predict(np.eye(3), np.array([0, 1, 2]), np.eye(3), k=200, t=0.1, n_classes=3)
     assert pred.tolist() == [0, 1, 2]
+
+
+def encoder_features():
+    """Real features: a (random-init, narrow) encoder of this project on scikit-learn's digits."""
+    from simclr.model import ResNet
+
+    d = load_digits()
+    images = torch.tensor(d.images, dtype=torch.float32).div(16).unsqueeze(1).expand(-1, 3, -1, -1)
+    torch.manual_seed(0)
+    net = ResNet("resnet18", width=8).eval()
+    with torch.no_grad():
+        return net(torch.nn.functional.interpolate(images, size=16)).double().numpy(), d.target
+
+
+def test_majority_vote_is_sklearns_k10_cosine_knn_on_real_features():
+    """dkobak/simclr-cifar10 (README: "I prefer KNeighborsClassifier(n_neighbors=10, metric="cosine")
+    for evaluation"; simclr-cifar10.py scores it the same way): the probe's knn_vote_top1."""
+    x, y = encoder_features()
+    tr, ytr, te, yte = x[:1200], y[:1200], x[1200:], y[1200:]
+    ref = KNeighborsClassifier(n_neighbors=10, metric="cosine").fit(tr, ytr)
+    got = knn_predict(tr, ytr, te, k=10, t=None, n_classes=10, batch=100).numpy()
+    assert (got == ref.predict(te)).all()
+    assert (got == yte).mean() == pytest.approx(ref.score(te, yte), abs=1e-12)
+    weighted = knn_predict(tr, ytr, te, k=10, t=0.1, n_classes=10).numpy()
+    assert (weighted != got).any()  # the two kNN metrics really differ on these features
+
+
+def test_majority_vote_breaks_a_tie_towards_the_smaller_class_as_sklearn_does():
+    tr = np.array([[1.0, 0.1], [1.0, -0.1], [0.9, 0.3], [0.9, -0.3]])
+    y = np.array([1, 0, 1, 0])
+    ref = KNeighborsClassifier(n_neighbors=4, metric="cosine").fit(tr, y).predict([[1.0, 0.0]])
+    assert knn_predict(tr, y, [[1.0, 0.0]], k=4, t=None, n_classes=2).tolist() == ref.tolist() == [0]

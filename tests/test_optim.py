@@ -62,16 +62,15 @@ def test_schedule_endpoints(warmup):
     assert lrs[mid] == pytest.approx(0.5 * peak * (1 + math.cos(math.pi * (mid - warmup) / (total - warmup))))
 
 
-def textbook_lars(params, grads_per_step, lr, momentum, wd, eta, clip):
-    """LARS written out one parameter at a time (the formula, not the implementation under test)."""
+def textbook_lars(params, grads_per_step, lr, momentum, wd, eta):
+    """The paper's LARS written out one parameter at a time (the formula, not the implementation under test)."""
     params = [p.detach().clone() for p in params]
     bufs = [None] * len(params)
     for grads in grads_per_step:
         for i, (p, g) in enumerate(zip(params, grads)):
             if p.ndim > 1:  # adapted and decayed
                 d = g + wd * p
-                ratio = eta * p.norm() / d.norm()
-                d = d * (min(ratio, 1.0) if clip else ratio)
+                d = d * (eta * p.norm() / d.norm())
             else:
                 d = g
             bufs[i] = d.clone() if bufs[i] is None else momentum * bufs[i] + d
@@ -79,20 +78,106 @@ def textbook_lars(params, grads_per_step, lr, momentum, wd, eta, clip):
     return params
 
 
-@pytest.mark.parametrize("clip", [False, True])
-def test_lars_equals_the_textbook_formula_over_several_steps(clip):
+def test_lars_equals_the_textbook_formula_over_several_steps():
     m = make_model()
     start = [p.detach().clone() for p in m.parameters()]
     g = torch.Generator().manual_seed(1)
     steps = [[torch.randn(p.shape, generator=g) for p in m.parameters()] for _ in range(3)]
-    eta = 5.0  # large enough that the ratio exceeds 1 and clipping binds
-    opt = LARS(param_groups(m, 0.01), lr=0.1, momentum=0.9, trust_coefficient=eta, clip_lr=clip)
+    eta = 5.0
+    opt = LARS(param_groups(m, 0.01), lr=0.1, momentum=0.9, trust_coefficient=eta)
     for grads in steps:
         for p, gr in zip(m.parameters(), grads):
             p.grad = gr.clone()
         opt.step()
-    expected = textbook_lars(start, steps, 0.1, 0.9, 0.01, eta, clip)
+    expected = textbook_lars(start, steps, 0.1, 0.9, 0.01, eta)
     for p, e in zip(m.parameters(), expected):
         assert torch.allclose(p, e, atol=1e-6)
-    w, d = start[0], steps[0][0] + 0.01 * start[0]
-    assert eta * w.norm() / d.norm() > 1  # so the clipped case really differs from the unclipped one
+
+
+def solo_learn_lars(params, grads_per_step, lrs, momentum, wd, eta, eps=1e-8):
+    """An independent transcription of one solo-learn LARS step per lr in `lrs` (solo/utils/lars.py,
+    copied there from Lightning Bolts; vturrisi/solo-learn, with clip_lr=True, exclude_bias_n_norm=True
+    as scripts/pretrain/cifar/simclr.yaml sets them): per parameter, with Python floats for the norms."""
+    params = [p.detach().clone() for p in params]
+    bufs = [None] * len(params)
+    for grads, lr in zip(grads_per_step, lrs):
+        for i, (p, g) in enumerate(zip(params, grads)):
+            d_p = g
+            p_norm, g_norm = float(p.norm()), float(g.norm())
+            if p.ndim != 1 and p_norm != 0 and g_norm != 0:  # biases and norms: neither LARS nor decay
+                lars_lr = eta * p_norm / (g_norm + p_norm * wd + eps)
+                lars_lr = min(lars_lr / lr, 1)  # clip_lr
+                d_p = (d_p + wd * p) * lars_lr
+            bufs[i] = d_p.clone() if bufs[i] is None else bufs[i] * momentum + d_p
+            p -= lr * bufs[i]
+    return params
+
+
+def two_sided_model():
+    """Two weight layers: one whose trust ratio stays above the lr (the clip binds: multiplier 1), one
+    below it (multiplier trust / lr), plus a bias and a BN."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.Linear(5, 4, bias=False))
+    with torch.no_grad():
+        m[0].weight.mul_(100.0)   # large weights, trust ratio high
+        m[2].weight.mul_(0.01)   # small weights, trust ratio low
+    return m
+
+
+def test_clipped_lars_takes_solo_learns_steps_at_the_converted_loss_scale():
+    """configs/cifar10-resnet18.yaml's conversion: the loss here (loss_a + loss_b) is twice solo-learn's
+    mean over 2N anchors, so every gradient is doubled; lr / 2 and weight decay x 2 with eta unchanged
+    give solo-learn's updates (the clip compares trust with lr, and both halve). Several steps of a
+    warm-up, with momentum, layers on both sides of the clip."""
+    lr, wd, eta, momentum = 0.4, 1e-4, 0.02, 0.9
+    lrs = [lr * (k + 1) / 4 for k in range(4)] + [lr * 0.9, lr * 0.7]  # warm-up, then decaying
+    m = two_sided_model()
+    start = [p.detach().clone() for p in m.parameters()]
+    g = torch.Generator().manual_seed(2)
+    steps = [[torch.randn(p.shape, generator=g) * 0.5 for p in m.parameters()] for _ in lrs]
+    trust = [eta * float(w.norm()) / (float(gr.norm()) + wd * float(w.norm())) for w, gr in zip(start, steps[0])]
+    assert trust[0] > 2 * max(lrs) and trust[3] < min(lrs) / 2  # one layer clipped at every step, one never
+    opt = LARS(param_groups(m, 2 * wd), lr=lr / 2, momentum=momentum, trust_coefficient=eta, clip_lr=True,
+               denominator="separate")
+    for grads, step_lr in zip(steps, lrs):
+        for group in opt.param_groups:
+            group["lr"] = step_lr / 2
+        for p, gr in zip(m.parameters(), grads):
+            p.grad = 2 * gr
+        opt.step()
+    expected = solo_learn_lars(start, steps, lrs, momentum, wd, eta)
+    for (name, p), e in zip(m.named_parameters(), expected):
+        assert torch.allclose(p, e, rtol=1e-5, atol=1e-7), name
+    # and the clip this project had before (lr x min(trust, 1)) would not pass: the test can fail
+    old = two_sided_model()
+    opt = LARS(param_groups(old, 2 * wd), lr=lr / 2, momentum=momentum, trust_coefficient=eta,
+               denominator="separate")
+    for grads, step_lr in zip(steps, lrs):
+        for group in opt.param_groups:
+            group["lr"] = step_lr / 2
+        for p, gr in zip(old.parameters(), grads):
+            p.grad = 2 * gr
+        opt.step()
+    assert not torch.allclose(old[0].weight, expected[0], rtol=1e-3)
+
+
+def test_lars_zero_norm_layer_takes_the_plain_gradient_step_in_solo_learns_form():
+    p = nn.Parameter(torch.zeros(2, 2))
+    p.grad = torch.ones(2, 2)
+    LARS([{"params": [p], "weight_decay": 0.5, "lars_exclude": False}], lr=0.1, momentum=0.9,
+         clip_lr=True, denominator="separate").step()
+    assert torch.allclose(p, torch.full((2, 2), -0.1))
+
+
+def test_decay_norm_bias_decays_every_parameter_as_torch_sgd_does():
+    """dkobak/simclr-cifar10: torch.optim.SGD(model.parameters(), weight_decay=...) decays all of them."""
+    m, ref = make_model(), make_model()
+    for p, q in zip(m.parameters(), ref.parameters()):
+        p.grad = torch.full_like(p, 0.5)
+        q.grad = torch.full_like(q, 0.5)
+    torch.optim.SGD(param_groups(m, 1e-2, decay_norm_bias=True), lr=0.1, momentum=0.9).step()
+    torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-2).step()
+    for p, q in zip(m.parameters(), ref.parameters()):
+        assert torch.equal(p, q)
+    groups = param_groups(make_model(), 1e-2)
+    assert groups[1]["weight_decay"] == 0.0  # the default: weights only

@@ -129,7 +129,7 @@ def test_a_preset_applied_with_configfile_changes_exactly_its_keys(ran):
     tracked = json.loads(command.split("--config '", 1)[1].split("'", 1)[0])
     expected = config.stage_params(config.load_params(ran / "params.yaml", preset), "pretrain")
     assert tracked == expected
-    assert tracked["optim"]["base_lr"] == 0.015 and tracked["train"]["batch_size"] == 512  # the preset's
+    assert tracked["optim"]["base_lr"] == 0.03 and tracked["train"]["batch_size"] == 512  # the preset's
     assert tracked["augment"]["jitter_p"] == config.load_params(ran / "params.yaml")["augment"]["jitter_p"]
 
 

@@ -9,6 +9,10 @@ k + 1 (mod K), as MoCo's shuffled BN pairs views across GPUs: with K > 1 no forw
 views of any image. With one chunk (chunk_size >= the batch) the one forward holds the whole batch,
 the global BN of the paper.
 
+train.forward_views separate (dkobak/simclr-cifar10, solo-learn) embeds each view in a forward of
+its own, so batch norm normalises each view with its own statistics; each pass k above is then two
+forwards, group k's first views and group k + 1's second views, and stays leak-free.
+
 A group's two views then come from two forward passes, so both modes use gradient caching (Gao et
 al. 2021): embed every chunk without a graph, take the loss and its gradient with respect to the
 embeddings, then re-embed each chunk with a graph (same RNG, BN statistics untouched) and
@@ -65,7 +69,8 @@ def forwards(bounds: list[tuple[int, int]]) -> list[tuple[tuple[int, int], tuple
 
 
 def step_gradients(net: nn.Module, v1: torch.Tensor, v2: torch.Tensor, temperature: float,
-                   chunk_size: int, accumulate: str, precision: str = "fp32", gather=gather_ranks) -> torch.Tensor:
+                   chunk_size: int, accumulate: str, precision: str = "fp32", gather=gather_ranks,
+                   forward_views: str = "joint") -> torch.Tensor:
     """Accumulate into .grad the gradient of one SimCLR step on views v1, v2 (B x C x H x W each).
 
     Returns the loss as a 0-dim tensor on the device (read it back when needed: no host sync here).
@@ -77,6 +82,8 @@ def step_gradients(net: nn.Module, v1: torch.Tensor, v2: torch.Tensor, temperatu
     def embed(first, second):
         (a, e), (c, d) = first, second
         with autocast(device, precision):
+            if forward_views == "separate":  # one forward per view: BN statistics per view
+                return net(v1[a:e]), net(v2[c:d])
             z = net(torch.cat([v1[a:e], v2[c:d]]))  # first views of one group, second views of the next
         return z[: e - a], z[e - a:]
 

@@ -1,8 +1,11 @@
-"""Encoder f (a ResNet with the CIFAR stem of Appendix B.9) and projection head g, as the official
-SimCLR code (google-research/simclr, v1) builds them:
+"""Encoder f (a ResNet with the CIFAR stem of Appendix B.9) and projection head g. By default as the
+official SimCLR code (google-research/simclr, v1) builds them; the choices public CIFAR-10 recipes make
+differently are knobs (model.head, model.head_hidden, model.zero_init_residual):
 
-- the last norm layer of every residual block starts at zero (each block starts as the identity);
-- g is Linear (no bias) - BN - ReLU - Linear (no bias) - BN (scale, no shift).
+- zero_init_residual (official): the last norm layer of every residual block starts at zero (each
+  block starts as the identity); off: torchvision's default initialisation (dkobak, solo-learn);
+- head "official": Linear (no bias) - BN - ReLU - Linear (no bias) - BN (scale, no shift);
+  head "mlp": Linear - ReLU - Linear, with biases and no norm (dkobak/simclr-cifar10, solo-learn).
 
 The encoder keeps torchvision's ResNet layout and parameter names (conv1, bn1, layer1..layer4), with
 a base width: 64 is the standard ResNet; the CPU-scale preset uses a narrower one.
@@ -47,7 +50,7 @@ class ResNet(nn.Module):
     """ResNet trunk whose output is the representation h (before the head).
     B.9: the 7x7 stride-2 stem conv becomes 3x3 stride 1 and the first max-pool is removed."""
 
-    def __init__(self, arch: str, norm: str = "batch", width: int = 64):
+    def __init__(self, arch: str, norm: str = "batch", width: int = 64, zero_init_residual: bool = True):
         super().__init__()
         block, depths = LAYOUT[arch]
         make_norm = norm_layer(norm)
@@ -72,7 +75,7 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         for m in self.modules():  # ... and the official code's zero-initialised last norm of each block
-            if isinstance(m, (BasicBlock, Bottleneck)):
+            if zero_init_residual and isinstance(m, (BasicBlock, Bottleneck)):
                 nn.init.zeros_((m.bn3 if isinstance(m, Bottleneck) else m.bn2).weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,22 +84,28 @@ class ResNet(nn.Module):
         return torch.flatten(self.avgpool(x), 1)  # h: N x feature_dim
 
 
-def projection_head(in_dim: int, out_dim: int, norm: str = "batch") -> nn.Module:
-    """g of SimCLR v1: Linear (no bias) - BN - ReLU - Linear (no bias) - BN with a scale and no shift
-    (the official code's center=False); hidden width = in_dim."""
+def projection_head(in_dim: int, out_dim: int, norm: str = "batch", kind: str = "official",
+                    hidden: int | None = None) -> nn.Module:
+    """g, hidden width `hidden` (None: in_dim, the official code's choice).
+    official: SimCLR v1's Linear (no bias) - BN - ReLU - Linear (no bias) - BN with a scale and no
+    shift (center=False). mlp: Linear - ReLU - Linear with biases, no norm, PyTorch's default init."""
+    hidden = hidden or in_dim
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
     make_norm = norm_layer(norm, one_d=True)
     last = make_norm(out_dim)
     nn.init.zeros_(last.bias)
     last.bias.requires_grad_(False)  # no shift: stays zero, and no optimiser touches it
-    return nn.Sequential(nn.Linear(in_dim, in_dim, bias=False), make_norm(in_dim), nn.ReLU(inplace=True),
-                         nn.Linear(in_dim, out_dim, bias=False), last)
+    return nn.Sequential(nn.Linear(in_dim, hidden, bias=False), make_norm(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, out_dim, bias=False), last)
 
 
 class SimCLR(nn.Module):
-    def __init__(self, arch: str = "resnet18", proj_dim: int = 128, norm: str = "batch", width: int = 64):
+    def __init__(self, arch: str = "resnet18", proj_dim: int = 128, norm: str = "batch", width: int = 64,
+                 head: str = "official", head_hidden: int | None = None, zero_init_residual: bool = True):
         super().__init__()
-        self.encoder = ResNet(arch, norm, width)
-        self.head = projection_head(feature_dim(arch, width), proj_dim, norm)
+        self.encoder = ResNet(arch, norm, width, zero_init_residual)
+        self.head = projection_head(feature_dim(arch, width), proj_dim, norm, head, head_hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))  # z: N x proj_dim
@@ -138,7 +147,9 @@ def load_trained(path: Path, map_location="cpu") -> tuple[SimCLR, dict]:
 
 
 def build(params: dict, seed: int) -> SimCLR:
-    """The model pretrain starts from; extract's random-init baseline is the same draw."""
+    """The model pretrain starts from; extract's random-init baseline is the same draw. Keys a model
+    file of an earlier version lacks take the official choices it was trained with."""
     torch.manual_seed(seed)
     m = params["model"]
-    return SimCLR(m["arch"], m.get("proj_dim", 128), m["norm"], m.get("width", 64))
+    return SimCLR(m["arch"], m.get("proj_dim", 128), m["norm"], m.get("width", 64), m.get("head", "official"),
+                  m.get("head_hidden"), m.get("zero_init_residual", True))

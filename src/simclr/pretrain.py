@@ -68,7 +68,8 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.T
         v1 = v1.contiguous(memory_format=torch.channels_last)
         v2 = v2.contiguous(memory_format=torch.channels_last)
     optimizer.zero_grad(set_to_none=True)
-    loss = step_gradients(net, v1, v2, train["temperature"], chunk, train["accumulate"], train["precision"])
+    loss = step_gradients(net, v1, v2, train["temperature"], chunk, train["accumulate"], train["precision"],
+                          forward_views=train["forward_views"])
     optimizer.step()
     return loss
 

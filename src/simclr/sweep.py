@@ -187,7 +187,7 @@ def load(path: str | Path, params: dict) -> Sweep:
     return sweep
 
 
-METRIC = re.compile(r"(simclr|random)\.(linear_top1|linear_top5|knn_top1|fewshot_\d+_top1)")
+METRIC = re.compile(r"(simclr|random)\.(linear_top1|linear_top5|knn_top1|knn_vote_top1|fewshot_top1)")
 
 
 def _plot_spec(path: Path, plot: dict, keys: list[str]) -> dict:
@@ -203,7 +203,7 @@ def _plot_spec(path: Path, plot: dict, keys: list[str]) -> dict:
             raise _fail(path, f"plot: {role}: {out[role]}: expected one of the swept keys {keys}")
     if not METRIC.fullmatch(str(out["y"])):
         raise _fail(path, f"plot: y: {out['y']}: expected a probe metric such as simclr.linear_top1, "
-                          "simclr.knn_top1 or simclr.fewshot_5_top1")
+                          "simclr.knn_top1 or simclr.fewshot_top1")
     return out
 
 
