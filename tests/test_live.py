@@ -32,7 +32,8 @@ def history(base, name):
 
 def test_dvclive_writes_one_row_per_epoch_of_every_metric(run):
     base, params = run
-    assert config.live_metrics(params) == ["loss", "lr", "epoch_time_s", "views_per_s", "gpu_peak_mib", "knn_top1"]
+    assert config.live_metrics(params) == ["loss", "lr", "epoch_time_s", "views_per_s", "gpu_peak_mib", "peak_rss_mib",
+                                              "knn_top1"]
     for name in config.live_metrics(params):
         header, rows = history(base, name)
         assert header == ["step", name]

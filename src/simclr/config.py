@@ -31,9 +31,10 @@ STAGE_PARAMS: dict[str, list[str]] = {
 # Stages that are also given the `runtime` section (how they run; never tracked, never fingerprinted).
 RUNTIME_STAGES = ("pretrain", "extract")
 
-# What pretrain logs through DVCLive each epoch (plots/metrics/<name>.tsv); knn_top1 only on
+# What pretrain logs through DVCLive each epoch (plots/metrics/<name>.tsv; peak_rss_mib: the process's
+# peak resident memory so far, ru_maxrss); knn_top1 only on
 # the epochs of train.knn_every and the last.
-LIVE_METRICS = ("loss", "lr", "epoch_time_s", "views_per_s", "gpu_peak_mib")
+LIVE_METRICS = ("loss", "lr", "epoch_time_s", "views_per_s", "gpu_peak_mib", "peak_rss_mib")
 
 
 def live_metrics(params: dict) -> list[str]:

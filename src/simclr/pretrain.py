@@ -15,6 +15,7 @@ Under DDP each rank embeds its share of every batch; only rank 0 writes checkpoi
 """
 from __future__ import annotations
 
+import resource
 import signal
 import time
 from pathlib import Path
@@ -205,7 +206,8 @@ def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, 
                    "epoch_time_s": round(seconds, 3),
                    "views_per_s": round(2 * batch * (per_epoch - first) / seconds, 1),
                    "gpu_peak_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-                   if device.type == "cuda" else 0.0}
+                   if device.type == "cuda" else 0.0,
+                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
             if monitor and ((run.epoch + 1) % train["knn_every"] == 0 or run.epoch + 1 == train["epochs"]):
                 row["knn_top1"] = round(monitor_knn(net, splits, device, train["precision"], train["channels_last"]), 6)
             run.rows.append(row)

@@ -25,6 +25,7 @@ import io as _io
 import itertools
 import json
 import re
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,15 +220,32 @@ def _flat(obj: dict, prefix: str = "") -> dict:
     return out
 
 
+COST = ("epoch_time_s", "peak_rss_mib", "gpu_peak_mib")  # pretrain's cost: the median over its epochs
+
+
+def pretrain_cost(live_dir: Path) -> dict:
+    """pretrain.<name>: the median of each cost series pretrain logged (plots/metrics/<name>.tsv), and its
+    last-epoch loss; an absent series (a run of an earlier version) is left out."""
+    out = {}
+    for name in ("loss", *COST):
+        path = live_dir / "plots" / "metrics" / f"{name}.tsv"
+        if path.exists():
+            values = [float(line.split("\t")[1]) for line in path.read_text().splitlines()[1:] if line.strip()]
+            if values:
+                out[f"pretrain.{name}"] = values[-1] if name == "loss" else statistics.median(values)
+    return out
+
+
 def rows(sweep: Sweep, runs: Path) -> list[dict]:
-    """One row per point: its folder name, swept values, and every metric of its probe.json (flattened
-    as `dvc exp show` names them: simclr.linear_top1, ..., then random.*)."""
+    """One row per point: its folder name, swept values, every metric of its probe.json (flattened
+    as `dvc exp show` names them: simclr.linear_top1, ..., then random.*), then pretrain's cost."""
     out = []
     for point, values in sweep.points.items():
         metrics = io.read_json(runs / point / "metrics" / "probe.json", "probe metrics written by simclr probe",
                                keys=("simclr",))
         flat = _flat(metrics)
-        out.append({"point": point, **values, **{k: flat[k] for k in sorted(flat, key=lambda k: k.split(".")[0] != "simclr")}})
+        out.append({"point": point, **values, **{k: flat[k] for k in sorted(flat, key=lambda k: k.split(".")[0] != "simclr")},
+                    **pretrain_cost(runs / point / "metrics" / "pretrain")})
     return out
 
 

@@ -139,3 +139,8 @@ def point_config(stage):
 def sweep_probes(name):
     """Every point's probe metrics (checking the sweep file first)."""
     return [f"{RESULTS}/sweeps/{name}/{point}/metrics/probe.json" for point in load_sweep(name).points]
+
+
+def sweep_costs(name):
+    """Every point's pretrain summary (the table's cost columns read the per-epoch series beside it)."""
+    return [f"{RESULTS}/sweeps/{name}/{point}/metrics/pretrain/metrics.json" for point in load_sweep(name).points]

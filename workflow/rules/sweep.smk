@@ -61,6 +61,7 @@ rule sweep:
     input:
         spec=f"{SWEEPS}/{{sweep}}.yaml",
         probes=lambda wildcards: sweep_probes(wildcards.sweep),
+        costs=lambda wildcards: sweep_costs(wildcards.sweep),
         code=code("sweep"),
     output:
         table=report(
