@@ -29,6 +29,14 @@ rule all:
     default_target: True
 
 
+# A run that made (or kept) the pipeline's metrics ends with the headline numbers and where they are.
+onsuccess:
+    if os.path.exists(PROBE) and not workflow.dryrun:
+        from simclr.probe import headline
+
+        print(headline(json.loads(Path(PROBE).read_text()), PROBE, f"{PLOTS}/embedding.png"))
+
+
 # Asking this workflow for a DVC output stops before any job, saying which file to ask for instead.
 rule dvc_output:
     input:

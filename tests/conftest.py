@@ -80,8 +80,8 @@ def micro_params_yaml(base: Path = ROOT / "params.yaml", **overrides) -> str:
     return yaml.safe_dump(params, sort_keys=False)
 
 
-PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "src", "configs", "sweeps", ".dvc", ".dvcignore",
-                 ".gitignore"]
+PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", "workflow", "profiles", "src", "configs", "sweeps", ".dvc",
+                 ".dvcignore", ".gitignore"]
 
 
 def copy_project(dest: Path, **overrides) -> Path:
@@ -89,7 +89,9 @@ def copy_project(dest: Path, **overrides) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         src = ROOT / name
-        if src.is_dir():
+        if src.is_symlink():  # profiles -> workflow/profiles (Snakemake's default-profile location)
+            os.symlink(os.readlink(src), dest / name)
+        elif src.is_dir():
             shutil.copytree(src, dest / name, symlinks=True,
                             ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache"))
         elif src.exists():

@@ -87,9 +87,13 @@ def test_bad_enum_names_choices_and_value():
         config.validate_params({"data": {"source": "imagenet"}})
 
 
-def test_unknown_key_is_named():
-    with pytest.raises(ParamsError, match=r"train.batchsize: unknown key"):
+def test_unknown_key_is_named_with_the_nearest_valid_key():
+    with pytest.raises(ParamsError, match=r"train.batchsize: unknown key; did you mean train.batch_size\?"):
         config.validate_params({"train": {"batchsize": 3}})
+    with pytest.raises(ParamsError, match=r"train.base_lr: unknown key; did you mean optim.base_lr\?"):
+        config.validate_params({"train": {"base_lr": 0.1}})  # the key exists, in another section
+    with pytest.raises(ParamsError, match=r"optim.zzz: unknown key \(see"):
+        config.validate_params({"optim": {"zzz": 1}})  # nothing near: no guess
 
 
 def test_every_problem_reported():

@@ -181,3 +181,19 @@ def test_plots_diff_overlays_the_experiment_and_its_baseline(repo, queued, tmp_p
         assert [p["revisions"] for p in data[title]] == [["HEAD", name]], title  # one plot, both runs
     sh(repo, "dvc", "plots", "diff", "HEAD", name, "-o", str(tmp_path / "diff"))
     assert name in (tmp_path / "diff" / "index.html").read_text()
+
+
+def test_simclr_exps_is_the_experiments_table_in_a_terminal(repo, queued):
+    """`simclr exps`: one row per commit and experiment, within 120 columns, with each experiment's
+    changed params and its probe numbers as `dvc exp show --json` has them."""
+    names, _ = queued
+    out = sh(repo, "simclr", "exps").stdout
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["experiment", "linear", "kNN"] and all(len(line) <= 120 for line in lines)
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+    runs = {r["name"]: r for rev in shown for e in (rev.get("experiments") or []) for r in e.get("revs", [])}
+    for temperature, name in names.items():
+        row = next(line for line in lines if line.strip().startswith(name))
+        assert f"train.temperature={temperature}" in row
+        linear = runs[name]["data"]["metrics"]["metrics/probe.json"]["data"]["simclr"]["linear_top1"]
+        assert f"{100 * linear:.2f}" in row

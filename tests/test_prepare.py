@@ -86,7 +86,9 @@ def test_missing_folder_is_one_clear_error_and_no_output(tmp_path):
     params = write_params(tmp_path, **{"data.source": "folder", "data.folder": str(tmp_path / "nowhere")})
     proc = run_cli("prepare", "--params", params, "--out", tmp_path / "folder")
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"error: {tmp_path / 'nowhere'}: data.folder is not a directory"
+    assert proc.stderr.strip() == (f"error: data.folder: {tmp_path / 'nowhere'}: expected a dataset in the "
+                                   "class.txt/train/test layout, found nothing (docs/data.md); for the CIFAR-10 "
+                                   "JPEG copy: mkdir -p data/cifar10-jpg && tar -xzf cifar10-jpg.tar.gz -C data/cifar10-jpg")
     assert not (tmp_path / "folder").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # no temp folder left behind
 

@@ -155,8 +155,9 @@ def test_cli_rejects_a_bad_sweep_with_one_error_line(tmp_path):
     path = write_sweep(tmp_path, "grid: {train.tempreature: [0.1]}\n")
     proc = run_cli("sweep", path, "--params", ROOT / "params.yaml")
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f"error: {path}: grid: train.tempreature: unknown key; expected section.key " \
-                                  "as in params.yaml (workflow/schemas/params.schema.yaml)"
+    assert proc.stderr.strip() == f"error: {path}: grid: train.tempreature: unknown key; did you mean " \
+                                  "train.temperature? expected section.key as in params.yaml " \
+                                  "(workflow/schemas/params.schema.yaml)"
 
 
 def test_the_committed_sweep_files_are_valid(params):

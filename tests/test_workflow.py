@@ -176,3 +176,30 @@ def test_lint_is_clean(tmp_path):
     proc = subprocess.run([str(BIN / "snakemake"), "--lint"], cwd=project, capture_output=True, text=True, env=tool_env())
     assert proc.returncode == 0
     assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def test_a_bare_snakemake_runs_with_the_default_profile_and_ends_with_the_headline(tmp_path):
+    """profiles/default (Snakemake 8+ loads it by itself): no --cores needed (the README's command with
+    --cores 1 --resources gpu=1 is unaffected: every other test here runs that one). The run ends with
+    SimCLR against random-init and the paths of the metrics and the picture."""
+    project = copy_project(tmp_path / "project")
+    proc = subprocess.run([str(BIN / "snakemake")], cwd=project, capture_output=True, text=True, env=tool_env(),
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stdout + proc.stderr
+    assert "Using workflow specific profile profiles/default" in text
+    metrics = json.loads((project / "results" / "metrics" / "probe.json").read_text())
+    linear = f"linear {100 * metrics['simclr']['linear_top1']:.1f}% vs {100 * metrics['random']['linear_top1']:.1f}%"
+    assert f"SimCLR vs random-init: {linear}" in text
+    assert "metrics: results/metrics/probe.json; picture: results/metrics/plots/embedding.png" in text
+
+
+def test_a_preset_whose_dataset_is_missing_stops_while_the_dag_is_built(tmp_path):
+    """configs/cifar10-cpu.yaml in a fresh clone: one line naming the folder and how to get it, no job."""
+    project = copy_project(tmp_path / "project")
+    proc = snakemake(project, "--configfile", "configs/cifar10-cpu.yaml")
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert ("data.folder: data/cifar10-jpg/cifar10: expected a dataset in the class.txt/train/test layout, "
+            "found nothing (docs/data.md); for the CIFAR-10 JPEG copy: mkdir -p data/cifar10-jpg") in text
+    assert "rule prepare" not in text and not (project / "results").exists()

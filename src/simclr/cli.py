@@ -115,6 +115,14 @@ def cmd_preset(args) -> int:
     return 0
 
 
+def cmd_exps(args) -> int:
+    """DVC's experiments as one table that fits a terminal."""
+    from .exps import show
+
+    print(show(args.width))
+    return 0
+
+
 def cmd_sweep(args) -> int:
     """Check a sweep file; write its table and plot from the points' metrics, or print its DVC queue."""
     from . import sweep as sweeps
@@ -189,6 +197,12 @@ def parser() -> argparse.ArgumentParser:
                                    "splits' class folders differ. Reads only folder names.")
     s.add_argument("root", help="dataset root holding train/ and test/")
     s.set_defaults(func=cmd_classes)
+    s = sub.add_parser("exps", help="dvc exp show, narrow: headline metrics and the params each experiment changed",
+                       description="Reads `dvc exp show --json` and prints one row per commit and experiment: "
+                                   "SimCLR's linear, kNN k=10, kNN k=200 and few-shot top-1 (%), pretrain's last "
+                                   "loss, and the params keys that differ from the baseline. Writes nothing.")
+    s.add_argument("--width", type=int, default=120, help="cut lines at this many characters (default 120)")
+    s.set_defaults(func=cmd_exps)
     s = sub.add_parser("preset", help="a preset's keys as `dvc exp run -S` options",
                        description="Checks that PRESET laid over --params validates, then prints its keys as "
                                    "`-S section.key=value` words: dvc exp run $(simclr preset PRESET). "

@@ -103,6 +103,28 @@ def _fill_defaults(schema: dict, value: Any) -> Any:
     return out
 
 
+def all_keys(schema: dict, prefix: str = "") -> list[str]:
+    """Every dotted key the schema knows (sections and their keys)."""
+    out = []
+    for key, sub in schema.get("properties", {}).items():
+        out.append(prefix + key)
+        out += all_keys(sub, f"{prefix}{key}.")
+    return out
+
+
+def nearest_key(key: str, schema: dict) -> str | None:
+    """The valid key an unknown one was probably meant to be: the closest dotted key, or a key of the
+    same name in another section (train.base_lr -> optim.base_lr)."""
+    import difflib
+
+    known = [k for k in all_keys(schema) if k.count(".") == key.count(".")]
+    same_leaf = [k for k in known if k.split(".")[-1] == key.split(".")[-1]]
+    if same_leaf:
+        return same_leaf[0]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def _key_of(error: jsonschema.ValidationError) -> str:
     path = [str(p) for p in error.absolute_path]
     if error.validator == "additionalProperties":
@@ -151,7 +173,9 @@ def validate_params(params: Any, source: str = "params.yaml") -> dict:
         if error.validator == "additionalProperties" and key in RENAMED:
             continue  # already explained above
         if error.validator == "additionalProperties":
-            msg = "unknown key (see workflow/schemas/params.schema.yaml for the keys there are)"
+            near = nearest_key(key, schema)
+            msg = (f"unknown key; did you mean {near}?" if near else "unknown key") + \
+                " (see workflow/schemas/params.schema.yaml for the keys there are)"
         elif error.validator == "enum":
             msg = f"expected one of {error.validator_value}, found {error.instance!r}"
         else:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parent
 STAGES = ("prepare", "validate", "pretrain", "extract", "probe")
-HELPERS = ("encoder", "sweep")  # modules behind `simclr <helper>` or the package API: in no stage's closure
+HELPERS = ("encoder", "sweep", "exps")  # modules behind `simclr <helper>` or the package API: in no stage's closure
 ENTRY = ("__init__", "cli", "config")  # what `simclr <stage>` runs before the stage module
 DATA = {"config": ["params.schema.yaml"]}  # package files a module reads (not imports)
 

@@ -96,12 +96,21 @@ def download_cifar10(into: Path) -> Path:
     return into / CIFAR10.filename
 
 
+def missing_folder(folder: str | Path) -> str | None:
+    """The one line to show when data.folder is not there yet (None when it is)."""
+    if Path(folder).is_dir():
+        return None
+    return (f"data.folder: {folder}: expected a dataset in the class.txt/train/test layout, found "
+            f"{'a file' if Path(folder).exists() else 'nothing'} (docs/data.md); for the CIFAR-10 JPEG copy: "
+            "mkdir -p data/cifar10-jpg && tar -xzf cifar10-jpg.tar.gz -C data/cifar10-jpg")
+
+
 def prepare(params: dict, out: Path) -> Path:
     cfg = params["data"]
     if cfg["source"] == "folder":
         folder = Path(cfg["folder"])
-        if not folder.is_dir():
-            raise LayoutError(f"{folder}: data.folder is not a directory")
+        if missing_folder(folder):
+            raise LayoutError(missing_folder(folder))
         with io.atomic_dir(out) as tmp:
             (tmp / POINTER).write_text(json.dumps({"folder": str(folder)}, indent=2) + "\n")
         return out

@@ -222,6 +222,17 @@ def read_features(path: Path) -> dict:
     return f
 
 
+HEADLINE = (("linear_top1", "linear"), ("knn_vote_top1", "kNN k=10"), ("knn_top1", "kNN k=200"),
+            ("fewshot_top1", "few-shot"))
+
+
+def headline(metrics: dict, metrics_path, plot_path) -> str:
+    """Two lines a run ends with: SimCLR against random-init on each probe, and where to look next."""
+    s, r = metrics["simclr"], metrics["random"]
+    numbers = ", ".join(f"{name} {100 * s[k]:.1f}% vs {100 * r[k]:.1f}%" for k, name in HEADLINE if k in s and k in r)
+    return f"SimCLR vs random-init: {numbers}\nmetrics: {metrics_path}; picture: {plot_path}"
+
+
 def probe(params: dict, features_dir: Path, metrics_path: Path, plots_dir: Path, log=print) -> dict:
     cfg = params["probe"]
     result, per_class, confusion, loaded = {}, [], [], {}
@@ -250,4 +261,5 @@ def probe(params: dict, features_dir: Path, metrics_path: Path, plots_dir: Path,
     io.write_text(plots_dir / "per_class.csv", _csv(per_class))
     io.write_text(plots_dir / "confusion.csv", _csv(confusion))
     io.write_json(metrics_path, result)
+    log(headline(result, metrics_path, plots_dir / "embedding.png"))
     return result

@@ -101,8 +101,9 @@ def _check_key(path: Path, where: str, key: str, params: dict) -> None:
     if section in SHARED:
         raise _fail(path, f"{where}: {key}: cannot be swept: {SHARED[section]}")
     if not config._has(params, str(key)) or isinstance(config.get(params, str(key)), dict):
-        raise _fail(path, f"{where}: {key}: unknown key; expected section.key as in params.yaml "
-                          "(workflow/schemas/params.schema.yaml)")
+        near = config.nearest_key(str(key), config.load_schema())
+        raise _fail(path, f"{where}: {key}: unknown key; " + (f"did you mean {near}? " if near else "") +
+                    "expected section.key as in params.yaml (workflow/schemas/params.schema.yaml)")
 
 
 def _value_text(value: Any) -> str:

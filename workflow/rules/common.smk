@@ -9,6 +9,7 @@ import yaml
 
 from simclr import config as simclr_config
 from simclr import deps as simclr_deps
+from simclr import prepare as simclr_prepare
 from simclr import sweep as simclr_sweep
 
 try:
@@ -17,6 +18,10 @@ try:
     config.update(simclr_config.validate_params(simclr_config.typed(config), "config"))
 except simclr_config.ParamsError as exc:
     raise WorkflowError(f"invalid config:\n{exc}") from None
+# a preset whose dataset folder is not there yet (configs/cifar10-cpu.yaml in a fresh clone) stops here,
+# while the DAG is built, instead of failing a prepare job
+if config["data"]["source"] == "folder" and simclr_prepare.missing_folder(config["data"]["folder"]):
+    raise WorkflowError(simclr_prepare.missing_folder(config["data"]["folder"]))
 
 
 # Snakemake writes under results/ only. The top-level data/manifest.json, models/, features/ and
