@@ -52,7 +52,7 @@ def test_knn_monitor_matches_the_probe_stage_knn_on_the_same_features(run):
     import torch
     from sklearn.neighbors import KNeighborsClassifier
 
-    from simclr import model as model_lib
+    from simclr import encoder, model as model_lib
     from simclr.data import load_split
 
     base, params = run
@@ -62,7 +62,7 @@ def test_knn_monitor_matches_the_probe_stage_knn_on_the_same_features(run):
     splits = {s: load_split(manifest, s, params["model"]["input_size"]) for s in ("train", "test")}
     got = pt.monitor_knn(net, splits, torch.device("cpu"), "fp32", False)
     assert net.training  # the monitor hands the model back in train mode
-    feats = {s: model_lib.features(net.encoder, splits[s][0], 64, "cpu", contextlib.nullcontext).numpy() for s in splits}
+    feats = {s: encoder.features(net.encoder, splits[s][0], 64, "cpu", contextlib.nullcontext).numpy() for s in splits}
     k = min(200, len(feats["train"]))
     ref = KNeighborsClassifier(k, metric="cosine", algorithm="brute", weights=lambda d: np.exp((1 - d) / 0.1))
     ref.fit(feats["train"], splits["train"][1].numpy())

@@ -43,5 +43,5 @@ def test_ci_installs_the_tested_versions_through_the_constraints_file_within_the
     command = 'pip install -q -c constraints.txt -e ".[pipeline,cluster,test]" && pytest'
     assert command in (ROOT / ".ci" / "run").read_text() and command in (ROOT / "README.md").read_text()
     assert f"Tested with torch {pins['torch']}/torchvision {pins['torchvision']} (CI, CPU)" in \
-        (ROOT / "README.md").read_text().replace("\n", " ")
+        (ROOT / "docs" / "operations.md").read_text().replace("\n", " ")
 

@@ -5,7 +5,7 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from simclr import probe
+from simclr import plots, probe
 
 CFG = {"c_min": 1e-4, "c_max": 10.0, "c_num": 6, "val_fraction": 0.25, "max_iter": 500, "shots": 3,
        "shot_draws": 3, "shot_c": 0.1, "knn_k": 20, "knn_t": 0.1, "vote_k": 10, "seed": 0}
@@ -78,8 +78,8 @@ def test_embedding_figure_has_one_legend_entry_and_colour_per_class(feats):
     from matplotlib.colors import to_hex
 
     classes = [f"c{i}" for i in range(10)]
-    xy = probe.project_2d(feats["test_x"][:200], "pca", 0)
-    fig = probe.embedding_figure({"simclr": xy, "random": xy[::-1].copy()}, feats["test_y"][:200], classes, "pca")
+    xy = plots.project_2d(feats["test_x"][:200], "pca", 0)
+    fig = plots.embedding_figure({"simclr": xy, "random": xy[::-1].copy()}, feats["test_y"][:200], classes, "pca")
     legend = fig.legends[0]
     assert [t.get_text() for t in legend.get_texts()] == classes
     colours = [to_hex(h.get_facecolor()[0]) for h in legend.legend_handles]
@@ -95,7 +95,7 @@ def test_embedding_png_is_written_with_its_legend(feats, tmp_path, method):
 
     cfg = dict(CFG, embedding=method, embedding_samples=150)
     both = {"simclr": feats, "random": feats}
-    legend = probe.save_embedding(tmp_path / "e.png", both, cfg)
+    legend = plots.save_embedding(tmp_path / "e.png", both, cfg)
     with Image.open(tmp_path / "e.png") as img:
         assert img.format == "PNG"
         assert json.loads(img.info["Description"])["legend"] == legend
@@ -104,16 +104,16 @@ def test_embedding_png_is_written_with_its_legend(feats, tmp_path, method):
 
 
 def test_class_colours_stay_distinct_beyond_twenty_classes():
-    assert len(set(probe.class_colours(37))) == 37
+    assert len(set(plots.class_colours(37))) == 37
 
 
 EMBED = """
 import sys
 import numpy as np
-from simclr import probe
+from simclr import plots, probe
 rng = np.random.default_rng(0)  # float32 512-d features in 10 clusters, as extract writes them
 x = (np.abs(rng.normal(size=(250, 512))) + np.repeat(rng.normal(size=(10, 512)), 25, axis=0)).astype(np.float32)
-np.save(sys.argv[1], probe.project_2d(x, "tsne", 0))
+np.save(sys.argv[1], plots.project_2d(x, "tsne", 0))
 """
 
 

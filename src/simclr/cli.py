@@ -128,7 +128,7 @@ def cmd_sweep(args) -> int:
     from . import sweep as sweeps
 
     if args.config:  # the workflow's config, from Snakemake
-        params = config.validate_params(config._json(args.config, "--config"), "--config")
+        params = config.validate_params(config.parse_json(args.config, "--config"), "--config")
     else:  # params.yaml with the sweep's base laid over it (as `snakemake --configfile <base>` and dvc -S do)
         base = sweeps.base_of(args.sweep)
         params = config.load_params(args.params, *([base] if base else []))

@@ -188,7 +188,7 @@ def validate_params(params: Any, source: str = "params.yaml") -> dict:
     return filled
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -211,7 +211,7 @@ def merge(base: dict, over: dict) -> dict:
 
 def load_preset(path: str | Path) -> dict:
     """A preset file: sections holding only the keys it changes."""
-    over = _read_yaml(Path(path))
+    over = read_yaml(Path(path))
     if not isinstance(over, dict):
         raise ParamsError(f"{path}: expected a mapping of sections (a preset), found {type(over).__name__}")
     return over
@@ -235,7 +235,7 @@ def set_params_args(preset: dict, prefix: str = "") -> list[str]:
 
 def load_params(path: str | Path = "params.yaml", *presets: str | Path) -> dict:
     """params.yaml, with each preset (only the keys it changes) laid over it in turn, validated."""
-    raw = _read_yaml(Path(path))
+    raw = read_yaml(Path(path))
     for preset in presets:
         raw = merge(raw if isinstance(raw, dict) else {}, load_preset(preset))
     return validate_params(raw, " + ".join(str(p) for p in (path, *presets)))
@@ -270,7 +270,7 @@ def given(params: dict, stage: str) -> dict:
     return select(params, STAGE_PARAMS[stage] + (["runtime"] if stage in RUNTIME_STAGES else []))
 
 
-def _json(text: str, flag: str) -> dict:
+def parse_json(text: str, flag: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -283,16 +283,16 @@ def _json(text: str, flag: str) -> dict:
 def from_json(text: str, stage: str, runtime: str | None = None) -> dict:
     """Params handed over by Snakemake: the stage's keys as JSON (--config) and the runtime section
     (--runtime, schema defaults when absent), validated like params.yaml."""
-    params = _json(text, "--config")
-    missing = [k for k in STAGE_PARAMS[stage] if not _has(params, k)]
+    params = parse_json(text, "--config")
+    missing = [k for k in STAGE_PARAMS[stage] if not has(params, k)]
     if missing:
         raise ParamsError(f"--config: missing {', '.join(missing)} for stage {stage}")
     if runtime is not None:
-        params["runtime"] = _json(runtime, "--runtime")
+        params["runtime"] = parse_json(runtime, "--runtime")
     return given(validate_params(params, "--config"), stage)
 
 
-def _has(params: dict, dotted: str) -> bool:
+def has(params: dict, dotted: str) -> bool:
     node: Any = params
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:

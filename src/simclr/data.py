@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from . import io
 from .errors import UserError
 
 SPLITS = ("train", "test")
@@ -94,8 +96,6 @@ def resolve_root(root: str | Path) -> Path:
     root = Path(root)
     pointer = root / POINTER
     if pointer.is_file() and not (root / "class.txt").exists():
-        from . import io
-
         return Path(io.read_json(pointer, "a folder-source pointer", keys=("folder",))["folder"])
     return root
 
@@ -112,24 +112,23 @@ def list_split(root: Path, split: str, classes: list[str]) -> tuple[list[Path], 
     return files, np.asarray(labels, dtype=np.int64)
 
 
+def resized(img: Image.Image, size: int) -> Image.Image:
+    """img at size x size by PIL bilinear, only when its size differs: the one resize of the project
+    (prepare writes with it, decode loads with it, encoder.preprocess feeds new images with it)."""
+    return img if img.size == (size, size) else img.resize((size, size), Image.BILINEAR)
+
+
 def decode(path: Path, size: int) -> np.ndarray:
     """One image as uint8 H x W x 3 RGB at size x size (antialiased resize only when it differs)."""
-    from PIL import Image
-
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+            return np.asarray(resized(img.convert("RGB"), size), dtype=np.uint8)
     except OSError as exc:  # missing, unreadable or not an image (PIL's UnidentifiedImageError is an OSError)
         raise LayoutError(f"{path}: cannot decode image: {exc.strerror or exc}") from None
 
 
 def read_manifest(path: str | Path) -> dict:
     """The manifest `simclr validate` wrote; anything else is a UserError naming the file."""
-    from . import io
-
     return io.read_json(path, "a dataset manifest (simclr validate)", keys=("content_hash", "root", "classes", "splits"))
 
 
@@ -150,9 +149,7 @@ def load_split(manifest: dict, split: str, size: int):
     Decoded once and cached by the manifest's content hash, split and size, so epochs and stages
     reuse it; a changed dataset has a new hash and so a new cache entry. Delete the folder freely.
     """
-    import torch
-
-    from . import io
+    import torch  # here, not at the top: validate imports this module and needs no torch
 
     path = cache_dir() / f"{manifest['content_hash'][:32]}-{split}-{size}.pt"
     if path.is_file():

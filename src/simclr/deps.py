@@ -14,12 +14,12 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parent
 STAGES = ("prepare", "validate", "pretrain", "extract", "probe")
-HELPERS = ("encoder", "sweep", "exps")  # modules behind `simclr <helper>` or the package API: in no stage's closure
+HELPERS = ("sweep", "exps")  # modules behind `simclr <helper>` or the package API: in no stage's closure
 ENTRY = ("__init__", "cli", "config")  # what `simclr <stage>` runs before the stage module
 DATA = {"config": ["params.schema.yaml"]}  # package files a module reads (not imports)
 
 
-def _imports(module: str) -> set[str]:
+def imports(module: str) -> set[str]:
     """Package modules that `module` imports (relative or as simclr.x), at any depth of its code."""
     tree = ast.parse((PACKAGE / f"{module}.py").read_text())
     found = set()
@@ -49,7 +49,7 @@ def closure(stage: str) -> tuple[str, ...]:
         if module in seen:
             continue
         seen.add(module)
-        todo += [m for m in _imports(module) if (m not in STAGES and m not in HELPERS) or m == stage]
+        todo += [m for m in imports(module) if (m not in STAGES and m not in HELPERS) or m == stage]
     files = {f"{m}.py" for m in seen} | {f for m in seen for f in DATA.get(m, [])}
     return tuple(sorted(files))
 

@@ -1,4 +1,5 @@
-"""Take the trained encoder away: `from simclr import load_encoder`.
+"""The trained encoder: reading a model file, the batched feature loop, and taking it away
+(`from simclr import load_encoder`).
 
     from simclr import load_encoder
     encoder = load_encoder("models/simclr.pt")          # eval mode; h = encoder(x), before the head
@@ -15,25 +16,59 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from . import model as model_lib
+from . import io, model as model_lib
+from .data import resized
+from .errors import UserError
+from .progress import progress
 
 # How pretrain and extract feed images: no mean/std normalisation, pixels scaled to [0, 1].
 PIXELS = "RGB uint8 / 255, no mean/std normalisation; resized to input_size x input_size by PIL bilinear"
 
 
+@torch.no_grad()
+def features(encoder: nn.Module, images: torch.Tensor, batch_size: int, device, autocast,
+             channels_last: bool = False, desc: str | None = None, log=print) -> torch.Tensor:
+    """h of uint8 images (N x 3 x S x S), in eval mode and without augmentation, on `device`.
+    The encoder is left in eval mode; `autocast` is a context manager factory (precision);
+    with `desc`, progress is shown (see progress.progress)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    encoder.eval()
+    out = []
+    starts = range(0, len(images), batch_size)
+    for a in progress(starts, len(starts), desc, log, enabled=desc is not None):
+        x = images[a:a + batch_size].to(device).float().div_(255).contiguous(memory_format=fmt)
+        with autocast():
+            out.append(encoder(x).float())  # h: n x feature_dim
+    return torch.cat(out)
+
+
+def load_trained(path: Path, map_location="cpu") -> tuple[model_lib.SimCLR, dict]:
+    """The network of a model file written by `simclr pretrain`, with its weights, and the file's contents.
+    The file holds only tensors and plain Python, so it loads with weights_only=True."""
+    checkpoint = io.load_torch(path, "a model written by simclr pretrain", keys=("model", "params", "manifest_hash"))
+    params = checkpoint["params"]
+    net = model_lib.build(params, params["train"]["seed"])
+    try:
+        net.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:  # e.g. a model file from before the official head and width
+        lines = str(exc).splitlines()
+        raise UserError(f"{path}: its weights do not fit the model its params describe (written by an older "
+                        f"version of pretrain?): {(lines[1] if len(lines) > 1 else lines[0]).strip()}; "
+                        "rerun pretrain") from None
+    return net.to(map_location), checkpoint
+
+
 def preprocess(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 RGB images (N x 3 x H x W) as the encoder saw its data: resized to size x size the way
     data.decode resizes on load (PIL bilinear, only when the size differs), scaled to [0, 1]."""
-    from PIL import Image
-
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images: expected uint8 N x 3 x H x W, found {images.dtype} {tuple(images.shape)}")
     if images.shape[-2:] != (size, size):
-        images = torch.stack([torch.from_numpy(np.array(
-            Image.fromarray(img.permute(1, 2, 0).numpy()).resize((size, size), Image.BILINEAR))).permute(2, 0, 1)
-            for img in images])
+        images = torch.stack([torch.from_numpy(np.array(resized(Image.fromarray(img.permute(1, 2, 0).numpy()), size)))
+                              .permute(2, 0, 1) for img in images])
     return images.float().div(255)
 
 
@@ -41,7 +76,7 @@ def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> 
     """The trained encoder f of a model file written by `simclr pretrain`, in eval mode, with
     `encoder.info` (arch, width, norm, input_size, feature_dim, pixels, dataset content hash) and
     `encoder.preprocess(uint8 images)`."""
-    net, checkpoint = model_lib.load_trained(Path(path), map_location)
+    net, checkpoint = load_trained(Path(path), map_location)
     m = checkpoint["params"]["model"]
     encoder = net.encoder.eval()
     encoder.info = {"arch": m["arch"], "width": m.get("width", 64), "norm": m["norm"],

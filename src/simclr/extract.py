@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import io, model as model_lib, runtime as rt
+from .encoder import features, load_trained
 from .data import SPLITS, load_split, read_manifest
 from .errors import UserError
 
@@ -22,7 +23,7 @@ from .errors import UserError
 def extract(params: dict, manifest_path: Path, model_path: Path, out_dir: Path, log=print) -> None:
     """`params` holds the extract section and runtime."""
     manifest = read_manifest(manifest_path)
-    trained, checkpoint = model_lib.load_trained(Path(model_path))
+    trained, checkpoint = load_trained(Path(model_path))
     if checkpoint["manifest_hash"] != manifest["content_hash"]:
         raise UserError(f"{model_path}: trained on dataset {checkpoint['manifest_hash'][:12]}, "
                         f"but {manifest_path} describes {manifest['content_hash'][:12]}; rerun pretrain")
@@ -37,7 +38,7 @@ def extract(params: dict, manifest_path: Path, model_path: Path, out_dir: Path, 
             encoder = encoder.to(memory_format=torch.channels_last)
         arrays = {}
         for split, (images, labels, classes) in splits.items():
-            arrays[f"{split}_x"] = model_lib.features(
+            arrays[f"{split}_x"] = features(
                 encoder, images, cfg["batch_size"], device, lambda: rt.autocast(device, cfg["precision"]),
                 cfg["channels_last"], desc=f"extract: {name} {split}", log=log).cpu().numpy()
             arrays[f"{split}_y"] = labels.numpy()

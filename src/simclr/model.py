@@ -13,14 +13,11 @@ a base width: 64 is the standard ResNet; the CPU-scale preset uses a narrower on
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
-from .errors import UserError
-from .progress import progress
 
 LAYOUT = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet34": (BasicBlock, (3, 4, 6, 3)),
           "resnet50": (Bottleneck, (3, 4, 6, 3))}
@@ -109,41 +106,6 @@ class SimCLR(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))  # z: N x proj_dim
-
-
-@torch.no_grad()
-def features(encoder: nn.Module, images: torch.Tensor, batch_size: int, device, autocast,
-             channels_last: bool = False, desc: str | None = None, log=print) -> torch.Tensor:
-    """h of uint8 images (N x 3 x S x S), in eval mode and without augmentation, on `device`.
-    The encoder is left in eval mode; `autocast` is a context manager factory (precision);
-    with `desc`, progress is shown (see progress.progress)."""
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    encoder.eval()
-    out = []
-    starts = range(0, len(images), batch_size)
-    for a in progress(starts, len(starts), desc, log, enabled=desc is not None):
-        x = images[a:a + batch_size].to(device).float().div_(255).contiguous(memory_format=fmt)
-        with autocast():
-            out.append(encoder(x).float())  # h: n x feature_dim
-    return torch.cat(out)
-
-
-def load_trained(path: Path, map_location="cpu") -> tuple[SimCLR, dict]:
-    """The network of a model file written by `simclr pretrain`, with its weights, and the file's contents.
-    The file holds only tensors and plain Python, so it loads with weights_only=True."""
-    from . import io
-
-    checkpoint = io.load_torch(path, "a model written by simclr pretrain", keys=("model", "params", "manifest_hash"))
-    params = checkpoint["params"]
-    net = build(params, params["train"]["seed"])
-    try:
-        net.load_state_dict(checkpoint["model"])
-    except RuntimeError as exc:  # e.g. a model file from before the official head and width
-        lines = str(exc).splitlines()
-        raise UserError(f"{path}: its weights do not fit the model its params describe (written by an older "
-                        f"version of pretrain?): {(lines[1] if len(lines) > 1 else lines[0]).strip()}; "
-                        "rerun pretrain") from None
-    return net.to(map_location), checkpoint
 
 
 def build(params: dict, seed: int) -> SimCLR:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from . import io
-from .data import POINTER, LayoutError
+from .data import POINTER, LayoutError, resized
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -29,10 +29,7 @@ def write_layout(out: Path, classes: list[str], splits: dict[str, tuple[np.ndarr
         for name in classes:
             (out / split / name).mkdir(parents=True)
         for i, (img, label) in enumerate(zip(images, labels)):
-            pil = Image.fromarray(img, "RGB")
-            if pil.size != (size, size):
-                pil = pil.resize((size, size), Image.BILINEAR)
-            pil.save(out / split / classes[label] / f"{i:05d}.png", optimize=False)
+            resized(Image.fromarray(img, "RGB"), size).save(out / split / classes[label] / f"{i:05d}.png", optimize=False)
 
 
 def limit_per_class(images: np.ndarray, labels: np.ndarray, limit: int):
@@ -48,7 +45,7 @@ def digits_splits(test_fraction: float, seed: int, size: int):
 
     digits = load_digits()
     gray = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)  # N x 8 x 8
-    big = np.stack([np.asarray(Image.fromarray(g, "L").resize((size, size), Image.BILINEAR)) for g in gray])
+    big = np.stack([np.asarray(resized(Image.fromarray(g, "L"), size)) for g in gray])
     rgb = np.repeat(big[..., None], 3, axis=-1)
     idx = np.arange(len(rgb))
     train_idx, test_idx = train_test_split(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import resource
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from . import augment as aug, distributed as ddp, io, model as model_lib, optim 
 from .accumulate import step_gradients
 from .checkpoint import Checkpoints, Interrupted, RunState, fingerprint, restore_rng, rng_states, stop_on_signals
 from .distributed import torchrun_command
+from .encoder import features
 from .data import cache_dir, load_split, read_manifest
 from .errors import UserError
 from .knn import knn_accuracy
@@ -93,7 +95,7 @@ def steps_per_epoch(n_images: int, batch_size: int) -> int:
 def monitor_knn(net: model_lib.SimCLR, splits: dict, device: torch.device, precision: str,
                 channels_last: bool) -> float:
     """kNN top-1 on the test split from un-augmented train features (eval mode; training state untouched)."""
-    feats = {name: model_lib.features(net.encoder, images, 512, device, lambda: rt.autocast(device, precision),
+    feats = {name: features(net.encoder, images, 512, device, lambda: rt.autocast(device, precision),
                                       channels_last)
              for name, (images, _, _) in splits.items()}
     net.train()
@@ -128,12 +130,40 @@ def pretrain(params: dict, manifest_path: Path, model_path: Path, live_dir: Path
                          log if rank == 0 else (lambda msg: None), rank, world, local_rank)
 
 
-def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, rank, world, local_rank):
-    train, optim_cfg, runtime = params["train"], params["optim"], params["runtime"]
+@dataclass
+class Setup:
+    """Everything the epoch loop needs, made once by set_up (or restored from a checkpoint)."""
+    net: nn.Module                     # the model (rank 0 saves its state)
+    step_net: nn.Module                # what a step calls: net, under DDP and/or torch.compile
+    optimizer: torch.optim.Optimizer
+    images: torch.Tensor               # uint8 N x 3 x S x S on the device
+    batch: int                         # global batch
+    share: int                         # this rank's part of it
+    chunk: int                         # images embedded at once
+    per_epoch: int
+    total: int                         # steps
+    warmup: int                        # steps
+    peak: float                        # lr
+    gen: torch.Generator               # data order
+    views: object                      # images -> (v1, v2)
+    fp: str                            # the run's fingerprint
+    ckpts: Checkpoints
+    run: RunState
+    splits: dict                       # decoded splits (test too when the kNN monitor runs)
+    monitor: bool
+    device: torch.device
+    manifest_hash: str                 # the data it trains on, recorded in the model file
+    save: object                       # () -> None: checkpoint now (collective under DDP)
+
+
+def set_up(params: dict, manifest_path: Path, checkpoint_dir: Path | None, log, rank: int, world: int,
+           local_rank: int) -> Setup:
+    """Data, model, optimiser and schedule, and the checkpoint to resume from (if any)."""
+    model, train, optim_cfg, runtime = params["model"], params["train"], params["optim"], params["runtime"]
     manifest = read_manifest(manifest_path)
     device = rt.set_up(runtime, train["deterministic"], local_rank)
     monitor = rank == 0 and train["knn_every"] > 0  # only rank 0 evaluates the kNN monitor
-    splits = {split: load_split(manifest, split, params["model"]["input_size"])  # uint8 N x 3 x S x S
+    splits = {split: load_split(manifest, split, model["input_size"])  # uint8 N x 3 x S x S
               for split in (("train", "test") if monitor else ("train",))}
     subset = per_class_subset(splits["train"][1], train["images_per_class"], train["seed"])
     images = splits["train"][0][subset].to(device)
@@ -150,12 +180,9 @@ def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, 
     optimizer = optim_lib.build(net, optim_cfg, batch)
     peak = optim_lib.peak_lr(optim_cfg, batch)  # scaled by the global batch
     per_epoch = steps_per_epoch(n, batch)
-    total = per_epoch * train["epochs"]
-    warmup = round(optim_cfg["warmup_epochs"] * per_epoch)
     gen = torch.Generator(device=device).manual_seed(train["seed"])  # data order: the same on every rank
     # augmentation: its own stream per rank under DDP (a single process keeps one stream for both)
     aug_gen = gen if world == 1 else torch.Generator(device=device).manual_seed(train["seed"] * 1000 + 1 + rank)
-    views = view_maker(params, aug_gen)
     log(f"pretrain: {n} images{'' if len(subset) == len(splits['train'][1]) else ' (train.images_per_class)'}, batch {batch} ({world} x {share}, chunk {chunk}, {train['accumulate']}), "
         f"{per_epoch} steps/epoch x {train['epochs']} epochs, peak lr {peak:.4g}, device {device}")
 
@@ -176,40 +203,48 @@ def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, 
         if rank == 0:
             ckpts.save(fp, run, net.state_dict(), optimizer.state_dict(), rngs)
 
-    live = open_live(live_dir, run.rows) if rank == 0 else None
+    return Setup(net, step_net, optimizer, images, batch, share, chunk, per_epoch, per_epoch * train["epochs"],
+                 round(optim_cfg["warmup_epochs"] * per_epoch), peak, gen, view_maker(params, aug_gen), fp, ckpts,
+                 run, splits, monitor, device, manifest["content_hash"], save)
+
+
+def train_epochs(s: Setup, train: dict, runtime: dict, live, log, rank: int) -> None:
+    """The schedule from s.run's position to the last epoch: steps, the per-epoch row, checkpoints."""
+    run, n = s.run, len(s.images)
     pending: list[torch.Tensor] = []  # this epoch's losses not yet read back (0-dim, on the device)
-    net.train()
+    s.net.train()
     with stop_on_signals() as caught:
         while run.epoch < train["epochs"]:
             start, first = time.perf_counter(), run.batch
             if run.order is None:
-                run.order = torch.randperm(n, generator=gen, device=device)
-            lr = optim_lib.lr_at(max(run.step - 1, 0), total, warmup, peak)  # for the log if no step is left
-            for i in progress(range(first, per_epoch), per_epoch - first, f"epoch {run.epoch + 1}/{train['epochs']}",
-                              log, enabled=rank == 0):
-                lr = optim_lib.lr_at(run.step, total, warmup, peak)
-                mine = run.order[i * batch:(i + 1) * batch][rank * share:(rank + 1) * share]
-                pending.append(train_step(step_net, optimizer, images[mine], lr, train, chunk, views))
+                run.order = torch.randperm(n, generator=s.gen, device=s.device)
+            lr = optim_lib.lr_at(max(run.step - 1, 0), s.total, s.warmup, s.peak)  # for the log if no step is left
+            for i in progress(range(first, s.per_epoch), s.per_epoch - first,
+                              f"epoch {run.epoch + 1}/{train['epochs']}", log, enabled=rank == 0):
+                lr = optim_lib.lr_at(run.step, s.total, s.warmup, s.peak)
+                mine = run.order[i * s.batch:(i + 1) * s.batch][rank * s.share:(rank + 1) * s.share]
+                pending.append(train_step(s.step_net, s.optimizer, s.images[mine], lr, train, s.chunk, s.views))
                 run.step, run.batch = run.step + 1, i + 1
                 if len(pending) == READ_LOSS_EVERY:
-                    read_losses(pending, run, per_epoch, ckpts)
-                if ddp.any_rank(bool(caught), device):
-                    read_losses(pending, run, per_epoch, ckpts)
-                    save()
+                    read_losses(pending, run, s.per_epoch, s.ckpts)
+                if ddp.any_rank(bool(caught), s.device):
+                    read_losses(pending, run, s.per_epoch, s.ckpts)
+                    s.save()
                     signum = caught[0] if caught else signal.SIGTERM
                     raise Interrupted(signum, f"pretrain: stopped by {signal.Signals(signum).name} at epoch "
-                                      f"{run.epoch + 1}, step {run.step}; checkpoint written to {ckpts.last}; "
+                                      f"{run.epoch + 1}, step {run.step}; checkpoint written to {s.ckpts.last}; "
                                       "run the same command again to resume")
-            read_losses(pending, run, per_epoch, ckpts)
+            read_losses(pending, run, s.per_epoch, s.ckpts)
             seconds = time.perf_counter() - start
             row = {"epoch": run.epoch + 1, "loss": sum(run.losses) / len(run.losses), "lr": lr,
                    "epoch_time_s": round(seconds, 3),
-                   "views_per_s": round(2 * batch * (per_epoch - first) / seconds, 1),
-                   "gpu_peak_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-                   if device.type == "cuda" else 0.0,
+                   "views_per_s": round(2 * s.batch * (s.per_epoch - first) / seconds, 1),
+                   "gpu_peak_mib": round(torch.cuda.max_memory_allocated(s.device) / 2**20, 1)
+                   if s.device.type == "cuda" else 0.0,
                    "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-            if monitor and ((run.epoch + 1) % train["knn_every"] == 0 or run.epoch + 1 == train["epochs"]):
-                row["knn_top1"] = round(monitor_knn(net, splits, device, train["precision"], train["channels_last"]), 6)
+            if s.monitor and ((run.epoch + 1) % train["knn_every"] == 0 or run.epoch + 1 == train["epochs"]):
+                row["knn_top1"] = round(monitor_knn(s.net, s.splits, s.device, train["precision"],
+                                                    train["channels_last"]), 6)
             run.rows.append(row)
             log(f"epoch {row['epoch']}/{train['epochs']}: loss {row['loss']:.4f}, lr {lr:.4g}, {seconds:.1f}s"
                 + (f", kNN top-1 {row['knn_top1']:.4f}" if "knn_top1" in row else ""))
@@ -217,12 +252,18 @@ def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, 
                 log_epoch(live, row)
             run.next_epoch()
             if runtime["checkpoint_every"] and run.epoch % runtime["checkpoint_every"] == 0:
-                save()
+                s.save()
+
+
+def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, rank, world, local_rank):
+    s = set_up(params, manifest_path, checkpoint_dir, log, rank, world, local_rank)
+    live = open_live(live_dir, s.run.rows) if rank == 0 else None
+    train_epochs(s, params["train"], params["runtime"], live, log, rank)
     if rank == 0:
         live.end()
         io.save_torch(model_path, {
-            "model": {k: v.cpu() for k, v in net.state_dict().items()},
+            "model": {k: v.cpu() for k, v in s.net.state_dict().items()},
             "params": {k: v for k, v in params.items() if k != "runtime"},
-            "manifest_hash": manifest["content_hash"],
+            "manifest_hash": s.manifest_hash,
         })
-    return run.rows[-1]
+    return s.run.rows[-1]

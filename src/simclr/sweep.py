@@ -74,7 +74,7 @@ def _base(spec: dict) -> str | None:
 
 def _read(path: Path) -> dict:
     try:
-        spec = config._read_yaml(path)
+        spec = config.read_yaml(path)
     except config.ParamsError as exc:
         raise SweepError(str(exc).replace("params file", "sweep file")) from None
     if not isinstance(spec, dict):
@@ -100,7 +100,7 @@ def _check_key(path: Path, where: str, key: str, params: dict) -> None:
     section = str(key).split(".")[0]
     if section in SHARED:
         raise _fail(path, f"{where}: {key}: cannot be swept: {SHARED[section]}")
-    if not config._has(params, str(key)) or isinstance(config.get(params, str(key)), dict):
+    if not config.has(params, str(key)) or isinstance(config.get(params, str(key)), dict):
         near = config.nearest_key(str(key), config.load_schema())
         raise _fail(path, f"{where}: {key}: unknown key; " + (f"did you mean {near}? " if near else "") +
                     "expected section.key as in params.yaml (workflow/schemas/params.schema.yaml)")
