@@ -59,14 +59,22 @@ def fingerprint(params: dict, manifest: dict, world: int = 1, code_dir: Path | N
 
 
 def rng_states(gen: torch.Generator, aug_gen: torch.Generator) -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+    """Every RNG's state as tensors, lists and numbers only, so a checkpoint loads with weights_only=True
+    (Python's state is a tuple of ints; NumPy's holds an array, stored here as an int64 tensor)."""
+    version, keys, gauss = random.getstate()
+    name, mt, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(keys), gauss],
+            "numpy": [name, torch.from_numpy(mt.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+            "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "data": gen.get_state(), "augment": aug_gen.get_state()}
 
 
 def restore_rng(states: dict, gen: torch.Generator, aug_gen: torch.Generator) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    version, keys, gauss = states["python"]
+    random.setstate((version, tuple(keys), gauss))
+    name, mt, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, mt.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(states["torch"])
     if states["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -117,7 +125,8 @@ class Checkpoints:
             if not path.exists():
                 continue
             try:
-                state = torch.load(path, map_location="cpu", weights_only=False)
+                # tensors and plain Python only: a crafted file cannot run code here
+                state = torch.load(path, map_location="cpu", weights_only=True)
                 if not isinstance(state, dict) or "fingerprint" not in state:
                     raise ValueError("not a pretrain checkpoint")
                 if "run" not in state:

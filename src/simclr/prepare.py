@@ -57,6 +57,38 @@ def digits_splits(test_fraction: float, seed: int, size: int):
     return {"train": (rgb[train_idx], y[train_idx]), "test": (rgb[test_idx], y[test_idx])}
 
 
+# What the real archive's pickles hold: dicts, lists, bytes, str, ints and NumPy arrays. Nothing else
+# is built while reading one, so a tampered archive cannot run code (pickle.load would run any).
+NUMPY_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                 ("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that builds only NumPy arrays besides Python's plain types."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in NUMPY_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to build {module}.{name} (a CIFAR-10 batch holds only arrays, "
+                                     "lists, dicts, bytes and numbers)")
+
+
+def check_batch(archive: Path, member: str, batch) -> None:
+    """A data or test batch: {b"data": uint8 N x 3072, b"labels": N ints in 0..9}, else one LayoutError."""
+    where = f"{archive}: {member}"
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        found = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        raise LayoutError(f"{where}: expected a dict with b'data' and b'labels', found {found}")
+    data, labels = batch[b"data"], batch[b"labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        shape = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise LayoutError(f"{where}: expected b'data' as uint8 N x 3072 (32 x 32 x 3), found {shape}")
+    if not isinstance(labels, list) or len(labels) != len(data) or \
+            not all(isinstance(v, int) and 0 <= v < 10 for v in labels):
+        raise LayoutError(f"{where}: expected b'labels' as {len(data)} integers in 0..9, found "
+                          f"{type(labels).__name__} of {len(labels) if hasattr(labels, '__len__') else '?'}")
+
+
 def read_cifar10_archive(archive: Path):
     """The CIFAR-10 python tarball -> {split: (uint8 N x 32 x 32 x 3, labels)}, class names."""
     if not archive.is_file():
@@ -67,17 +99,25 @@ def read_cifar10_archive(archive: Path):
             for member in tar.getmembers():
                 base = Path(member.name).name
                 if member.isfile() and (base.startswith("data_batch_") or base in ("test_batch", "batches.meta")):
-                    batches[base] = pickle.load(tar.extractfile(member), encoding="bytes")
-    except (tarfile.TarError, OSError, EOFError, pickle.UnpicklingError) as exc:
+                    try:
+                        batches[base] = CifarUnpickler(tar.extractfile(member), encoding="bytes").load()
+                    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+                        raise LayoutError(f"{archive}: {member.name}: not a CIFAR-10 batch ({exc})") from None
+    except (tarfile.TarError, OSError, EOFError) as exc:
         raise LayoutError(f"{archive}: not a readable cifar-10-python.tar.gz ({exc})") from None
     train_names = sorted(n for n in batches if n.startswith("data_batch_"))
     if not train_names or "test_batch" not in batches:
         raise LayoutError(f"{archive}: expected data_batch_* and test_batch inside, found {sorted(batches)}")
+    for name in (*train_names, "test_batch"):
+        check_batch(archive, name, batches[name])
     meta = batches.get("batches.meta", {})
-    names = [n.decode() for n in meta.get(b"label_names", [])] or CIFAR10_NAMES
+    labels = meta.get(b"label_names", []) if isinstance(meta, dict) else None
+    if not isinstance(labels, list) or not all(isinstance(n, bytes) for n in labels) or len(labels) not in (0, 10):
+        raise LayoutError(f"{archive}: batches.meta: expected b'label_names' as 10 byte strings, found {labels!r:.80}")
+    names = [n.decode() for n in labels] or CIFAR10_NAMES
 
     def arrays(parts):
-        x = np.concatenate([np.asarray(p[b"data"], dtype=np.uint8) for p in parts])
+        x = np.concatenate([p[b"data"] for p in parts])
         y = np.concatenate([np.asarray(p[b"labels"], dtype=np.int64) for p in parts])
         return x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), y
 
