@@ -57,7 +57,7 @@ def main() -> None:
                        args.batch, "naive", args.precision)
 
     train = {"channels_last": args.channels_last, "temperature": 0.5, "accumulate": "naive",
-             "precision": args.precision}
+             "precision": args.precision, "forward_views": "joint"}  # every key train_step reads
     lr = opt.param_groups[0]["lr"]
 
     def full(i):  # the step pretrain runs

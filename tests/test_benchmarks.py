@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT, make_layout, tool_env
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import gpu_node  # noqa: E402
+import gpu_node_env  # noqa: E402
 
 
 @pytest.mark.slow
@@ -26,7 +26,7 @@ def test_gpu_node_smoke_run_writes_the_whole_table(tmp_path):
                 "| linear top-1 (SimCLR / random-init) |", "| kNN top-1, k=", "| 2-shot top-1",
                 "| augmented views/s: batched on cpu vs per-image DataLoader (2 workers) |",
                 "| full step vs model-only", "| exact, batch 16 in chunks of 4 vs 16 at once |",
-                "| kNN monitor (epoch: top-1) | 1: "):
+                "| kNN monitor (epoch: top-1) | 1: ", "| kNN top-1, k=10 majority vote, cosine"):
         assert row in table, row
     assert "FAILED" not in table
     results = json.loads((out / "results.json").read_text())
@@ -38,9 +38,9 @@ def test_gpu_node_smoke_run_writes_the_whole_table(tmp_path):
 
 
 def test_dependency_check_names_a_package_the_node_lacks_or_has_too_old(monkeypatch, capsys):
-    assert gpu_node.cmd_check(None) == 0  # this environment satisfies pyproject.toml
-    monkeypatch.setattr(gpu_node, "requirements", lambda: ["torch>=99", "surely-not-installed-pkg", "numpy"])
-    assert gpu_node.cmd_check(None) == 1
+    assert gpu_node_env.cmd_check(None) == 0  # this environment satisfies pyproject.toml
+    monkeypatch.setattr(gpu_node_env, "requirements", lambda: ["torch>=99", "surely-not-installed-pkg", "numpy"])
+    assert gpu_node_env.cmd_check(None) == 1
     err = capsys.readouterr().err
     assert "error: pyproject.toml: torch: needed >=99, found " in err
     assert "error: pyproject.toml: surely-not-installed-pkg: needed (any version), not installed" in err
@@ -53,7 +53,7 @@ def test_install_skips_what_is_there_and_refuses_an_empty_wheel_folder(tmp_path,
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     with pytest.raises(SystemExit, match="expected the carried wheels"):
-        gpu_node.cmd_install(argparse.Namespace(wheels=str(wheels), site=str(tmp_path / "site")))
+        gpu_node_env.cmd_install(argparse.Namespace(wheels=str(wheels), site=str(tmp_path / "site")))
     (wheels / "numpy-1.0.0-py3-none-any.whl").write_bytes(b"")  # installed already: never opened
-    assert gpu_node.cmd_install(argparse.Namespace(wheels=str(wheels), site=str(tmp_path / "site"))) == 0
+    assert gpu_node_env.cmd_install(argparse.Namespace(wheels=str(wheels), site=str(tmp_path / "site"))) == 0
     assert "numpy" in capsys.readouterr().out and not (tmp_path / "site").exists()
