@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import deps, io
+from .errors import UserError
 
 
 @dataclass
@@ -110,6 +111,36 @@ class Checkpoints:
         self.folder = Path(folder)
         self.last = self.folder / "last.pt"
         self.previous = self.folder / "previous.pt"
+        self._lock = None
+
+    def lock(self) -> None:
+        """Hold the folder for this process (an exclusive flock on <folder>/lock, dropped by the OS when
+        the process ends, however it ends): a second pretrain of the same run - two queued DVC
+        experiments, a second shell - is refused instead of writing the same checkpoints at once."""
+        import fcntl
+        import socket
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        f = open(self.folder / "lock", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise UserError(f"{self.folder}: another simclr pretrain of the same run ({holder}) is writing these "
+                            "checkpoints; wait for it to finish (it writes the same model), or give this one "
+                            "another --checkpoint-dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        self._lock = f
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def save(self, fingerprint: str, run: RunState, model: dict, optimizer: dict, rng: list) -> None:
         state = {"fingerprint": fingerprint, "run": run.to_dict(), "model": model, "optimizer": optimizer, "rng": rng}

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,33 @@ def decode(path: Path, size: int) -> np.ndarray:
         raise LayoutError(f"{path}: cannot decode image: {exc.strerror or exc}") from None
 
 
+def layout_hash(root: Path, classes: list[str]) -> str:
+    """The layout's content hash as it is now, as validate computes the manifest's content_hash:
+    class.txt's bytes, then every image's split, class, file name and bytes, in listing order."""
+    digest = hashlib.sha256(b"simclr-layout-v1\n")
+    digest.update((Path(root) / "class.txt").read_bytes())
+    for split in SPLITS:
+        files, labels = list_split(root, split, classes)
+        for path, label in zip(files, labels):
+            digest.update(f"{split}/{classes[label]}/{path.name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+_VERIFIED: set[tuple[str, str]] = set()  # (root, content hash) checked by this process
+
+
+def check_unchanged(root: Path, classes: list[str], manifest: dict) -> None:
+    """Refuse a dataset whose bytes changed since validate (an image replaced by another, same count)."""
+    key = (str(root), manifest["content_hash"])
+    if key in _VERIFIED:
+        return
+    if layout_hash(root, classes) != manifest["content_hash"]:
+        raise LayoutError(f"{root}: its files changed since validate wrote the manifest (the same "
+                          f"{sum(s.get('images', 0) for s in manifest.get('splits', {}).values())} images listed, "
+                          "other bytes: the content hash no longer matches); run validate again")
+    _VERIFIED.add(key)
+
+
 def read_manifest(path: str | Path) -> dict:
     """The manifest `simclr validate` wrote; anything else is a UserError naming the file."""
     return io.read_json(path, "a dataset manifest (simclr validate)", keys=("content_hash", "root", "classes", "splits"))
@@ -167,6 +195,7 @@ def load_split(manifest: dict, split: str, size: int):
                           "the dataset changed since validate: run validate again")
     if not files:
         raise LayoutError(f"{root / split}: no images")
+    check_unchanged(root, classes, manifest)  # a decode-cache hit is trusted: its key is this very hash
     images = np.stack([decode(p, size) for p in files])  # N x H x W x 3
     images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     labels = torch.from_numpy(labels)

@@ -1,6 +1,7 @@
 """Atomic writes: every output appears whole or not at all (temp file in the same folder, fsync, rename)."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -12,12 +13,35 @@ from typing import Iterator
 from .errors import UserError
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def mount_point(path: Path) -> Path:
+    path = path.resolve()
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def disk_full(path: Path) -> UserError:
+    """The one line for a write that ran out of space: the file, the disk, what is left untouched."""
+    parent = path.parent if path.parent.exists() else Path(".")
+    free = shutil.disk_usage(parent).free / 2**20
+    return UserError(f"{path}: no space left on the disk that holds it ({mount_point(parent)}, {free:.0f} MiB free); "
+                     "nothing was replaced (an earlier file there is intact, no temporary file is left): "
+                     "free some space and run the same command again")
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success fsync it and rename it over `path`."""
+    """Yield a temporary path beside `path`; on success fsync it and rename it over `path`. A full disk
+    while writing is a UserError naming the file and the disk; `path` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    except OSError as exc:
+        raise disk_full(path) if exc.errno in FULL else exc from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -25,6 +49,14 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.errno in FULL:
+            raise disk_full(path) from None
+        raise
+    except RuntimeError as exc:  # torch.save reports a failed write as a RuntimeError around the OSError
+        if "No space left" in str(exc) or isinstance(exc.__cause__, OSError) and exc.__cause__.errno in FULL:
+            raise disk_full(path) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -69,6 +101,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         elif path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno in FULL:
+            raise disk_full(path) from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

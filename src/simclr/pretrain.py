@@ -189,6 +189,8 @@ def set_up(params: dict, manifest_path: Path, checkpoint_dir: Path | None, log, 
     fp = fingerprint({k: v for k, v in params.items() if k != "runtime"}, manifest, world)
     ckpts = Checkpoints(Path(checkpoint_dir) if checkpoint_dir is not None
                         else cache_dir() / "checkpoints" / fp[:16])
+    if rank == 0:
+        ckpts.lock()  # one process at a time writes a run's checkpoints
     run = RunState()
     saved = ckpts.load(fp, log) if runtime["resume"] == "auto" else None
     if saved is not None:
@@ -257,13 +259,16 @@ def train_epochs(s: Setup, train: dict, runtime: dict, live, log, rank: int) -> 
 
 def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, rank, world, local_rank):
     s = set_up(params, manifest_path, checkpoint_dir, log, rank, world, local_rank)
-    live = open_live(live_dir, s.run.rows) if rank == 0 else None
-    train_epochs(s, params["train"], params["runtime"], live, log, rank)
-    if rank == 0:
-        live.end()
-        io.save_torch(model_path, {
-            "model": {k: v.cpu() for k, v in s.net.state_dict().items()},
-            "params": {k: v for k, v in params.items() if k != "runtime"},
-            "manifest_hash": s.manifest_hash,
-        })
+    try:
+        live = open_live(live_dir, s.run.rows) if rank == 0 else None
+        train_epochs(s, params["train"], params["runtime"], live, log, rank)
+        if rank == 0:
+            live.end()
+            io.save_torch(model_path, {
+                "model": {k: v.cpu() for k, v in s.net.state_dict().items()},
+                "params": {k: v for k, v in params.items() if k != "runtime"},
+                "manifest_hash": s.manifest_hash,
+            })
+    finally:
+        s.ckpts.unlock()
     return s.run.rows[-1]
