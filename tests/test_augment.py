@@ -108,3 +108,19 @@ def test_compiled_render_equals_eager():
     params = A.sample_views(16, 32, 32, CFG, torch.Generator().manual_seed(4), "cpu")
     compiled = torch.compile(A.render, dynamic=False)
     assert torch.allclose(compiled(x, params, 24), A.render(x, params, 24), atol=1e-5)
+
+
+def test_gathered_jitter_equals_mask_selected_jitter_and_is_the_cpu_default(monkeypatch):
+    """color_jitter's two paths give the same values bit for bit; on a CPU (eager) the default runs
+    each op only on the samples that take it (4 x the applied samples in all, not 16 x the batch)."""
+    g = torch.Generator().manual_seed(3)
+    n = 64
+    x = torch.rand(n, 3, 16, 16, generator=g)
+    factors, order, apply = A.sample_jitter(n, A.AugmentConfig(), g, "cpu")
+    mask = A.color_jitter(x, factors, order, apply, gather=False)
+    assert torch.equal(A.color_jitter(x, factors, order, apply, gather=True), mask)
+    seen = []
+    ops = tuple((lambda op: lambda t, f: (seen.append(len(t)), op(t, f))[1])(op) for op in A.JITTER_OPS)
+    monkeypatch.setattr(A, "JITTER_OPS", ops)
+    assert torch.equal(A.color_jitter(x, factors, order, apply), mask)
+    assert sum(seen) == 4 * int(apply.sum()) < 16 * n

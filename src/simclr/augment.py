@@ -156,12 +156,27 @@ def adjust_hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 
-def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
+def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor,
+                 gather: bool | None = None) -> torch.Tensor:
     """Per-sample jitter. factors: N x 4 (brightness, contrast, saturation, hue); order: N x 4
-    permutations of 0..3; apply: N bool. At each of the four positions every op runs on the whole
-    batch and each sample keeps the result of the op its order puts there (mask selection: no
-    data-dependent shapes, so no device-to-host sync; four times the arithmetic of gathering the
-    samples that take each op, which is small beside the network)."""
+    permutations of 0..3; apply: N bool. Two ways to the same values (tests/test_augment.py):
+
+    - mask selection (CUDA, torch.compile): at each of the four positions every op runs on the whole
+      batch and each sample keeps the result of the op its order puts there. No data-dependent
+      shapes, so no device-to-host sync and one graph, at four times the arithmetic;
+    - gather (CPU, eager; the default there): each op runs only on the samples that take it at that
+      position. Finding them reads the masks back, which costs nothing on a CPU.
+    """
+    if gather is None:
+        gather = x.device.type == "cpu" and not torch.compiler.is_compiling()
+    if gather:
+        x = x.clone()
+        for pos in range(4):
+            for op_index, op in enumerate(JITTER_OPS):
+                idx = torch.nonzero(apply & (order[:, pos] == op_index)).flatten()
+                if len(idx):
+                    x[idx] = op(x[idx], factors[idx, op_index])
+        return x
     for pos in range(4):
         for op_index, op in enumerate(JITTER_OPS):
             take = (apply & (order[:, pos] == op_index)).view(-1, 1, 1, 1)  # N x 1 x 1 x 1
@@ -193,13 +208,14 @@ def sample_views(n: int, height: int, width: int, cfg: AugmentConfig, g: torch.G
     return {"boxes": boxes, "flip": flip, "factors": factors, "order": order, "apply": apply, "gray": gray}
 
 
-def render(images: torch.Tensor, p: dict, size: int) -> torch.Tensor:
+def render(images: torch.Tensor, p: dict, size: int, gather: bool | None = None) -> torch.Tensor:
     """The views drawn in p, of uint8 images N x 3 x H x W; float N x 3 x size x size in [0, 1].
-    No randomness and no data-dependent shapes, so torch.compile can fuse it (train.compile)."""
+    No randomness; compiled (train.compile) or on CUDA no data-dependent shapes either, so
+    torch.compile can fuse it; `gather` picks color_jitter's path (None: by device)."""
     x = images.float().div_(255)
     x = resized_crop(x, p["boxes"], size).clamp_(0, 1)
     x = torch.where(p["flip"].view(-1, 1, 1, 1), x.flip(-1), x)
-    x = color_jitter(x, p["factors"], p["order"], p["apply"])
+    x = color_jitter(x, p["factors"], p["order"], p["apply"], gather)
     return torch.where(p["gray"].view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
 
 
