@@ -57,3 +57,19 @@ def test_install_skips_what_is_there_and_refuses_an_empty_wheel_folder(tmp_path,
     (wheels / "numpy-1.0.0-py3-none-any.whl").write_bytes(b"")  # installed already: never opened
     assert gpu_node_env.cmd_install(argparse.Namespace(wheels=str(wheels), site=str(tmp_path / "site"))) == 0
     assert "numpy" in capsys.readouterr().out and not (tmp_path / "site").exists()
+
+
+def test_profile_epoch_writes_the_breakdown_and_the_profiler_table(tmp_path):
+    from conftest import prepare_micro
+
+    base, _ = prepare_micro(tmp_path / "p")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_epoch.py"), "--manifest",
+                           str(base / "manifest.json"), "--steps", "2", "--profiled", "1", "--out", str(out)],
+                          capture_output=True, text=True, env=tool_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "profile.json").read_text())
+    assert set(report["parts_s"]) == {"augmentation", "forward + loss", "backward", "optimiser"}
+    assert sum(report["parts_s"].values()) <= report["wall_s"] and all(v > 0 for v in report["parts_s"].values())
+    text = (out / "profile.md").read_text()
+    assert "| backward |" in text and "Self CPU" in text  # the shares and torch.profiler's table
