@@ -298,6 +298,14 @@ def cmd_run(args) -> int:
                                           str(metrics), "--plots-dir", str(work / "plots"), "--params", str(p)], log):
                 report.data["probe"] = json.loads(metrics.read_text())
                 shutil.copy(work / "plots" / "embedding.png", out / "embedding.png")
+    # after the table is complete, if time is left: where one epoch's time goes (torch.profiler too)
+    if time.time() < deadline - 30:
+        prof = out / "profile"
+        if run_part(report, "profile (one epoch)", [py, str(HERE / "profile_epoch.py"), "--manifest", str(manifest),
+                                                   "--params", str(p), "--out", str(prof),
+                                                   *(["--steps", "2", "--profiled", "1"] if smoke else [])],
+                    log, timeout=max(10.0, deadline - time.time() - 5)) and (prof / "profile.json").exists():
+            report.data["profile"] = json.loads((prof / "profile.json").read_text())
     report.data["wall_s"] = round(time.time() - started, 1)
     report.save()
     print("\n" + report.table(), flush=True)

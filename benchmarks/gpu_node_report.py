@@ -59,6 +59,10 @@ class Report:
                          f"{100 * s['knn_top1']:.2f}% / {100 * r['knn_top1']:.2f}%"))
             rows.append((f"{shots}-shot top-1 (SimCLR / random-init)",
                          f"{100 * s['fewshot_top1']:.2f}% / {100 * r['fewshot_top1']:.2f}%"))
+        prof = d.get("profile")
+        if prof:
+            shares = ", ".join(f"{k} {100 * v / prof['wall_s']:.0f}%" for k, v in prof["parts_s"].items())
+            rows.append((f"one epoch ({prof['steps']} steps), where the time goes (profile/profile.md)", shares))
         c = d["checks"]
         if "augment" in c:
             a = c["augment"]

@@ -30,12 +30,14 @@ PARTS = ("augmentation", "forward + loss", "backward", "optimiser")
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", required=True, help="the dataset manifest from validate")
-    ap.add_argument("--preset", default=str(ROOT / "configs" / "cifar10-cpu.yaml"))
+    ap.add_argument("--preset", default=str(ROOT / "configs" / "cifar10-cpu.yaml"),
+                    help="laid over params.yaml (default: the CPU preset)")
+    ap.add_argument("--params", default=None, help="a whole params file instead of params.yaml + --preset")
     ap.add_argument("--steps", type=int, default=None, help="steps to time (default: one epoch)")
     ap.add_argument("--profiled", type=int, default=5, help="steps recorded by torch.profiler")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "profile-cpu"))
     args = ap.parse_args()
-    params = config.load_params(ROOT / "params.yaml", args.preset)
+    params = config.load_params(args.params) if args.params else config.load_params(ROOT / "params.yaml", args.preset)
     train, runtime = params["train"], params["runtime"]
     device = rt.set_up(runtime, train["deterministic"], 0)
     images, labels, _ = load_split(read_manifest(args.manifest), "train", params["model"]["input_size"])
@@ -95,7 +97,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = [f"| {p} | {spent[p]:.2f} s | {100 * spent[p] / wall:.1f}% |" for p in PARTS]
     other = wall - sum(spent.values())
-    md = "\n".join([f"{steps} steps of {Path(args.preset).name} (batch {batch}, {2 * batch * steps / wall:,.0f} views/s, "
+    md = "\n".join([f"{steps} steps of {Path(args.params or args.preset).name} (batch {batch}, {2 * batch * steps / wall:,.0f} views/s, "
                     f"{torch.get_num_threads()} threads, device {device}, torch {torch.__version__}): {wall:.1f} s", "",
                     "| part | time | share |", "| --- | --- | --- |", *rows,
                     f"| other (data order, loop) | {other:.2f} s | {100 * other / wall:.1f}% |", "",

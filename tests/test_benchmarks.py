@@ -26,7 +26,8 @@ def test_gpu_node_smoke_run_writes_the_whole_table(tmp_path):
                 "| linear top-1 (SimCLR / random-init) |", "| kNN top-1, k=", "| 2-shot top-1",
                 "| augmented views/s: batched on cpu vs per-image DataLoader (2 workers) |",
                 "| full step vs model-only", "| exact, batch 16 in chunks of 4 vs 16 at once |",
-                "| kNN monitor (epoch: top-1) | 1: ", "| kNN top-1, k=10 majority vote, cosine"):
+                "| kNN monitor (epoch: top-1) | 1: ", "| kNN top-1, k=10 majority vote, cosine",
+                "| one epoch (2 steps), where the time goes"):
         assert row in table, row
     assert "FAILED" not in table
     results = json.loads((out / "results.json").read_text())
