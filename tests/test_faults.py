@@ -167,3 +167,11 @@ def test_an_image_replaced_after_validate_with_the_same_count_is_caught(tmp_path
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith(f"error: {base / 'digits'}: its files changed since validate")
     assert not (tmp_path / "out" / "simclr.pt").exists()
+
+
+def test_an_atomic_write_has_the_permissions_a_plain_write_gets(tmp_path):
+    """mkstemp makes a private file; the renamed output is readable as any file the user writes."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    io.write_text(tmp_path / "atomic.txt", "x")
+    assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777

@@ -14,6 +14,8 @@ from .errors import UserError
 
 
 FULL = (errno.ENOSPC, errno.EDQUOT)
+UMASK = os.umask(0o022)
+os.umask(UMASK)  # read once: os.umask can only be read by setting it
 
 
 def mount_point(path: Path) -> Path:
@@ -48,6 +50,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o666 & ~UMASK)  # as open() would have made it (mkstemp makes it private)
         os.replace(tmp_path, path)
     except OSError as exc:
         if exc.errno in FULL:
