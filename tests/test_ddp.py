@@ -144,7 +144,7 @@ def test_two_rank_pretrain_writes_one_model_log_and_checkpoint(reference):
     assert "torch.distributed.run --standalone --nproc_per_node=2" in out
     assert "batch 8 (2 x 4" in out
     assert out.count("epoch 2/2: loss") == 1  # rank 1 logs nothing
-    assert sorted(p.name for p in (work / "ckpt").iterdir()) == ["last.pt", "previous.pt"]
+    assert sorted(p.name for p in (work / "ckpt").iterdir()) == ["last.pt", "lock", "previous.pt"]  # rank 0's lock
     assert torch.load(work / "model.pt", weights_only=False)["model"]
     assert (work / "live" / "plots" / "metrics" / "loss.tsv").read_text().count("\n") == 3
     assert "SyncBatchNorm runs on CUDA only" in out  # the CPU situation is said, not hidden

@@ -195,8 +195,9 @@ def load_split(manifest: dict, split: str, size: int):
                           "the dataset changed since validate: run validate again")
     if not files:
         raise LayoutError(f"{root / split}: no images")
-    check_unchanged(root, classes, manifest)  # a decode-cache hit is trusted: its key is this very hash
     images = np.stack([decode(p, size) for p in files])  # N x H x W x 3
+    check_unchanged(root, classes, manifest)  # after decoding (which names a broken file); a cache hit is
+    # trusted: its key is this very hash
     images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     labels = torch.from_numpy(labels)
     io.save_torch(path, {"images": images, "labels": labels})
