@@ -26,7 +26,8 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from simclr import augment as A
-from simclr.data import decode, list_split, load_split, read_classes, resolve_root
+from simclr.cache import load_split
+from simclr.data import decode, list_split, read_classes, resolve_root
 
 
 class TwoViews:

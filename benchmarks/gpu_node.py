@@ -62,7 +62,7 @@ def cmd_sync_check(args) -> int:
     import torch
 
     from simclr import config, model as model_lib, optim as optim_lib
-    from simclr.data import load_split
+    from simclr.cache import load_split
     from simclr.pretrain import train_step, view_maker
 
     params = config.load_params(args.params)
@@ -222,7 +222,7 @@ def cmd_run(args) -> int:
         return 1
     size = params["model"]["input_size"]
     run_part(report, "decode (cached for every stage)",
-             [py, "-c", "import json, sys; from simclr.data import load_split; m = json.load(open(sys.argv[1]));"
+             [py, "-c", "import json, sys; from simclr.cache import load_split; m = json.load(open(sys.argv[1]));"
                         "[load_split(m, s, int(sys.argv[2])) for s in ('train', 'test')]", str(manifest), str(size)], log)
 
     # short checks, each in its own process, each optional

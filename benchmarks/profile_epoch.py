@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from simclr import config, model as model_lib, optim as optim_lib, runtime as rt
-from simclr.data import load_split, read_manifest
+from simclr.cache import load_split
+from simclr.data import read_manifest
 from simclr.losses import nt_xent
 from simclr.pretrain import per_class_subset, steps_per_epoch, view_maker
 

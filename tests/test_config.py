@@ -83,7 +83,7 @@ def test_bad_value_is_one_line_naming_the_key():
 
 
 def test_bad_enum_names_choices_and_value():
-    with pytest.raises(ParamsError, match=r"data.source: expected one of \['digits', 'cifar10', 'folder'\], found 'imagenet'"):
+    with pytest.raises(ParamsError, match=r"data.source: expected one of \['digits', 'cifar10', 'stl10', 'folder'\], found 'imagenet'"):
         config.validate_params({"data": {"source": "imagenet"}})
 
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from simclr.data import LayoutError, parse_class_txt, read_classes
@@ -41,28 +43,39 @@ def test_read_classes_names_the_file(tmp_path):
         read_classes(tmp_path)
 
 
-def test_split_cache_is_reused_and_keyed_by_content_hash(tmp_path, monkeypatch, layout):
+def test_split_cache_is_mapped_reused_and_keyed_by_content_hash(tmp_path, monkeypatch, layout):
+    import numpy as np
     import torch
 
-    from simclr import data
+    from simclr import cache
     from simclr.validate import check
 
     monkeypatch.setenv("SIMCLR_CACHE", str(tmp_path / "cache"))
     manifest = check(layout).manifest
-    images, labels, classes = data.load_split(manifest, "train", 8)
+    images, labels, classes = cache.load_split(manifest, "train", 8)
     assert images.dtype == torch.uint8 and images.shape == (9, 3, 8, 8)
     assert labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and classes == ["cat", "dog", "frog"]
-    assert len(list((tmp_path / "cache").iterdir())) == 1
+    entries = sorted(p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock"))
+    key = manifest["splits"]["train"]["content_hash"][:32]
+    assert entries == [f"{key}-train-8-v2.labels.npy", f"{key}-train-8-v2.npy"]
+    # the pixels are those of a plain decode, and a hit maps the file instead of loading it
+    from simclr.data import decode, list_split
+    files, _ = list_split(layout, "train", classes)
+    assert np.array_equal(images.numpy(), np.stack([decode(f, 8) for f in files]).transpose(0, 3, 1, 2))
 
     def no_decoding(*args):
         raise AssertionError("decoded again although cached")
 
-    monkeypatch.setattr(data, "decode", no_decoding)
-    again, _, _ = data.load_split(manifest, "train", 8)
+    monkeypatch.setattr(cache, "_decode_all", no_decoding)
+    again, _, _ = cache.load_split(manifest, "train", 8)
     assert torch.equal(again, images)
-    # a changed dataset (new content hash) is decoded afresh into a new entry
+    maps = Path("/proc/self/maps").read_text()
+    assert str(tmp_path / "cache" / f"{key}-train-8-v2.npy") in maps  # file-backed: mapped, not loaded
+    # a changed dataset (new split hash) is decoded afresh into a new entry
+    changed = {**manifest, "splits": {**manifest["splits"], "train": {**manifest["splits"]["train"],
+                                                                      "content_hash": "0" * 64}}}
     with pytest.raises(AssertionError, match="decoded again"):
-        data.load_split(dict(manifest, content_hash="0" * 64), "train", 8)
+        cache.load_split(changed, "train", 8)
 
 
 def test_decoding_converts_modes_and_resizes(tmp_path):

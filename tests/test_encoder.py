@@ -25,7 +25,8 @@ def monkeypatch_module():
 @pytest.mark.slow
 def test_the_loaded_encoder_gives_extracts_features(trained):
     from simclr import load_encoder
-    from simclr.data import load_split, read_manifest
+    from simclr.cache import load_split
+    from simclr.data import read_manifest
 
     encoder = load_encoder(trained["model"])
     assert not encoder.training

@@ -53,7 +53,7 @@ def test_knn_monitor_matches_the_probe_stage_knn_on_the_same_features(run):
     from sklearn.neighbors import KNeighborsClassifier
 
     from simclr import encoder, model as model_lib
-    from simclr.data import load_split
+    from simclr.cache import load_split
 
     base, params = run
     net = model_lib.build(params, 0)

@@ -105,5 +105,5 @@ def test_unknown_source_is_one_line_naming_the_key(tmp_path):
     proc = run_cli("prepare", "--params", params, "--out", tmp_path / "out")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        f"error: {params}: data.source: expected one of ['digits', 'cifar10', 'folder'], found 'imagenet'"]
+        f"error: {params}: data.source: expected one of ['digits', 'cifar10', 'stl10', 'folder'], found 'imagenet'"]
     assert not (tmp_path / "out").exists()

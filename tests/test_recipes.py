@@ -51,6 +51,9 @@ DKOBAK = {
     "model.head": ("mlp", same, DKOBAK_CODE + ": nn.Linear(512, PROJECTOR_HIDDEN_SIZE), nn.ReLU(), nn.Linear(..., 128)"),
     "model.head_hidden": (1024, same, DKOBAK_README + ': "a hidden layer with 1024 neurons"'),
     "model.zero_init_residual": (False, same, DKOBAK_CODE + ": backbone_network(weights=None), torchvision's default init"),
+    "model.stem": ("cifar", same, DKOBAK_CODE + ": conv1 replaced by a 3x3 stride-1 conv, max-pool removed"),
+    "model.stored_size": (None, same, DKOBAK_CODE + ": CIFAR10 images at their own 32 px, cropped to 32"),
+    "augment.blur_p": (0.0, same, DKOBAK_CODE + ": no GaussianBlur in the transforms"),
     "augment.crop_scale": ([0.2, 1.0], same, DKOBAK_CODE + ": CROP_LOW_SCALE = 0.2, scale=(CROP_LOW_SCALE, 1)"),
     "augment.crop_ratio": (TORCHVISION_RATIO, same, DKOBAK_CODE + ": RandomResizedCrop's default ratio"),
     "augment.flip_p": (0.5, same, DKOBAK_CODE + ": RandomHorizontalFlip() (p=0.5)"),
@@ -79,6 +82,8 @@ DKOBAK_DEPARTS = {
 # schedule granularity, full batches and the stem conv's init are not keys: see the preset's header
 NOT_RECIPE = {
     "train.knn_every": "the monitor only reads the model",
+    "train.splits": "CIFAR-10 has no unlabelled/ split: both is the train split, as in every source",
+    "augment.blur_sigma": "unused: blur_p is 0",
     "train.seed": "a seed, not a recipe value",
     "train.sync_bn": "several GPUs only",
     "train.accumulate": "no accumulation: chunk_size is the whole batch",
@@ -95,6 +100,8 @@ SOLO_LEARN = {
     "model.head": ("mlp", same, "vturrisi/solo-learn solo/methods/simclr.py: Linear, ReLU, Linear"),
     "model.head_hidden": (2048, same, SOLO + ": proj_hidden_dim: 2048"),
     "model.zero_init_residual": (False, same, SOLO_BASE + ": backbone kwargs {} (torchvision's default)"),
+    "model.stem": ("cifar", same, SOLO_BASE + ": for cifar, conv1 = 3x3 stride 1 and maxpool = Identity"),
+    "model.stored_size": (None, same, "CIFAR-10 at its own 32 px (solo-learn's cifar pipeline crops 32 from 32)"),
     "augment.crop_scale": ([0.08, 1.0], same, SOLO_AUG + ": crop_min_scale: 0.08, crop_max_scale: 1.0"),
     "augment.crop_ratio": (TORCHVISION_RATIO, same, "solo-learn's RandomResizedCrop: the default ratio"),
     "augment.flip_p": (0.5, same, SOLO_AUG + ": horizontal_flip: prob: 0.5"),
@@ -118,6 +125,7 @@ SOLO_LEARN = {
     "optim.warmup_epochs": (10, same, SOLO_BASE + ": scheduler.warmup_epochs default 10 (warmup_cosine)"),
 }
 SOLO_DEPARTS = {
+    "augment.blur_p": "0, not solo-learn's gaussian_blur prob 0.5: the preset computes what it did before blur existed",
     "train.precision": "bf16 autocast (solo-learn: precision 16, fp16 mixed)",
     "train.deterministic": "cuDNN's fastest kernels",
     "train.compile": "off, as solo-learn",
@@ -133,6 +141,9 @@ B9 = {
     "model.head": ("official", same, OFFICIAL + " model_util.py: Linear-BN-ReLU-Linear-BN (v1, center=False last)"),
     "model.head_hidden": (None, same, OFFICIAL + " model_util.py: hidden width = the input's"),
     "model.zero_init_residual": (True, same, OFFICIAL + " resnet.py: init_zero=True on each block's last BN"),
+    "model.stem": ("cifar", same, PAPER + ": the first conv 3x3 stride 1, the first max-pool removed"),
+    "model.stored_size": (None, same, PAPER + ": CIFAR-10's own 32x32 images"),
+    "augment.blur_p": (0.0, same, PAPER + ": no Gaussian blur on CIFAR-10"),
     "augment.crop_scale": ([0.08, 1.0], same, PAPER + ": random crop (Inception-style, area 0.08-1)"),
     "augment.crop_ratio": (TORCHVISION_RATIO, same, OFFICIAL + " data_util.py: aspect ratio 3/4-4/3"),
     "augment.flip_p": (0.5, same, PAPER + ": random horizontal flip"),

@@ -2,7 +2,9 @@
 
     random resized crop (scale 0.08-1, ratio 3/4-4/3) -> horizontal flip (p=0.5)
     -> colour jitter (brightness 0.8s, contrast 0.8s, saturation 0.8s, hue 0.2s; random order; p=0.8)
-    -> grayscale (p=0.2);  s = 0.5, no Gaussian blur on CIFAR-10.
+    -> grayscale (p=0.2);  s = 0.5, no Gaussian blur on CIFAR-10
+    -> Gaussian blur (augment.blur_p; Appendix A: p 0.5 for every dataset but CIFAR-10, sigma in
+       [0.1, 2.0], kernel 10% of the side: the official code's height // 10, made odd).
 
 Every sample draws its own crop box, flip, jitter factors and order. torchvision's functional ops
 take one crop box or one factor per call, so the ops here are batched versions of them (crop and
@@ -27,6 +29,8 @@ class AugmentConfig:
     jitter_strength: float = 0.5
     jitter_p: float = 0.8
     gray_p: float = 0.2
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
 
     @classmethod
     def from_params(cls, augment: dict) -> "AugmentConfig":
@@ -37,6 +41,8 @@ class AugmentConfig:
             jitter_strength=augment["jitter_strength"],
             jitter_p=augment["jitter_p"],
             gray_p=augment["gray_p"],
+            blur_p=augment.get("blur_p", 0.0),
+            blur_sigma=tuple(augment.get("blur_sigma", (0.1, 2.0))),
         )
 
 
@@ -101,6 +107,39 @@ def resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.
     wy = _resize_weights(top, h, height, size)  # N x S x H
     wx = _resize_weights(left, w, width, size)  # N x S x W
     return torch.einsum("nsh,nchw,ntw->ncst", wy, images, wx)
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Whole float images N x C x H x W resized to size x size, as resized_crop resizes a crop (the
+    evaluation view of a stored image larger than the input)."""
+    n, _, height, width = images.shape
+    box = torch.tensor([0, 0, height, width], device=images.device).expand(n, 4)
+    return resized_crop(images, box, size)
+
+
+def blur_kernel_size(side: int) -> int:
+    """10% of the side, odd: the official code's kernel_size = height // 10, radius = kernel_size // 2,
+    kernel_size = 2 radius + 1 (google-research/simclr data_util.py, random_blur / gaussian_blur)."""
+    return 2 * ((side // 10) // 2) + 1
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Per-sample separable Gaussian blur of float N x C x H x W; sigma: N. Kernel blur_kernel_size(H)
+    and reflect padding, as torchvision's gaussian_blur (tests/test_augment.py compares image by image)."""
+    n, c, height, width = x.shape
+    k = blur_kernel_size(height)
+    if k == 1 or n == 0:
+        return x
+    r = k // 2
+    offsets = torch.linspace(-r, r, k, device=x.device, dtype=x.dtype)
+    w = torch.exp(-0.5 * (offsets.view(1, k) / sigma.to(x.dtype).view(n, 1)) ** 2)
+    w = (w / w.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # N*C x k
+    flat = x.reshape(1, n * c, height, width)
+    flat = torch.nn.functional.conv2d(torch.nn.functional.pad(flat, (r, r, 0, 0), mode="reflect"),
+                                      w.view(n * c, 1, 1, k), groups=n * c)
+    flat = torch.nn.functional.conv2d(torch.nn.functional.pad(flat, (0, 0, r, r), mode="reflect"),
+                                      w.view(n * c, 1, k, 1), groups=n * c)
+    return flat.view(n, c, height, width)
 
 
 def grayscale(images: torch.Tensor) -> torch.Tensor:
@@ -205,7 +244,11 @@ def sample_views(n: int, height: int, width: int, cfg: AugmentConfig, g: torch.G
     flip = torch.rand(n, generator=g, device=device) < cfg.flip_p
     factors, order, apply = sample_jitter(n, cfg, g, device)  # n x 4, n x 4, n
     gray = torch.rand(n, generator=g, device=device) < cfg.gray_p
-    return {"boxes": boxes, "flip": flip, "factors": factors, "order": order, "apply": apply, "gray": gray}
+    views = {"boxes": boxes, "flip": flip, "factors": factors, "order": order, "apply": apply, "gray": gray}
+    if cfg.blur_p > 0:  # drawn only when used: without blur the stream is the one before blur existed
+        views["blur"] = torch.rand(n, generator=g, device=device) < cfg.blur_p
+        views["sigma"] = _uniform(n, *cfg.blur_sigma, g, device)
+    return views
 
 
 def render(images: torch.Tensor, p: dict, size: int, gather: bool | None = None) -> torch.Tensor:
@@ -216,7 +259,16 @@ def render(images: torch.Tensor, p: dict, size: int, gather: bool | None = None)
     x = resized_crop(x, p["boxes"], size).clamp_(0, 1)
     x = torch.where(p["flip"].view(-1, 1, 1, 1), x.flip(-1), x)
     x = color_jitter(x, p["factors"], p["order"], p["apply"], gather)
-    return torch.where(p["gray"].view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
+    x = torch.where(p["gray"].view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
+    if "blur" in p:
+        if gather is None:
+            gather = x.device.type == "cpu" and not torch.compiler.is_compiling()
+        if gather:  # only the samples that are blurred (reads the mask back: free on a CPU)
+            idx = torch.nonzero(p["blur"]).flatten()
+            x = x.index_copy(0, idx, gaussian_blur(x[idx], p["sigma"][idx]))
+        else:
+            x = torch.where(p["blur"].view(-1, 1, 1, 1), gaussian_blur(x, p["sigma"]), x)
+    return x
 
 
 def augment(images: torch.Tensor, size: int, cfg: AugmentConfig, g: torch.Generator, render=render) -> torch.Tensor:

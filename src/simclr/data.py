@@ -1,8 +1,11 @@
-"""The dataset layout: class.txt parsing, listing a split, decoding images into uint8 tensors.
+"""The dataset layout: class.txt parsing, listing a split, decoding one image, the content hashes.
 
     <root>/class.txt              "<class_name> <index>" per line, indices 0..K-1
     <root>/train/<class_name>/*   images (PNG, JPEG, ... anything Pillow decodes)
     <root>/test/<class_name>/*
+    <root>/unlabelled/**          optional: images without labels (flat or in any sub-folders), for pretrain
+
+Decoding whole splits into the memory-mapped cache is cache.py's; feeding them to training is feed.py's.
 """
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ from PIL import Image
 from . import io
 from .errors import UserError
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")  # the labelled splits: extract and probe use these only
+UNLABELLED = "unlabelled"    # optional; its label is NO_LABEL
+NO_LABEL = -1
 LITTER = {".DS_Store", "Thumbs.db", "desktop.ini"}
 # A folder-source dataset is not copied: prepare leaves this pointer in data/folder/.
 POINTER = "simclr-folder.json"
@@ -101,8 +106,22 @@ def resolve_root(root: str | Path) -> Path:
     return root
 
 
+def list_unlabelled(root: Path) -> list[Path]:
+    """Image files under root/unlabelled/, at any depth, ordered by their path inside it (litter skipped)."""
+    folder = Path(root) / UNLABELLED
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.rglob("*")
+                   if p.is_file() and not any(is_litter(part) for part in p.relative_to(folder).parts)),
+                  key=lambda p: p.relative_to(folder).as_posix())
+
+
 def list_split(root: Path, split: str, classes: list[str]) -> tuple[list[Path], np.ndarray]:
-    """Image files of a split in a fixed order (class index, then file name) and their labels."""
+    """Image files of a split in a fixed order (class index, then file name) and their labels
+    (unlabelled: path order, every label NO_LABEL)."""
+    if split == UNLABELLED:
+        files = list_unlabelled(root)
+        return files, np.full(len(files), NO_LABEL, dtype=np.int64)
     files: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(classes):
@@ -113,30 +132,69 @@ def list_split(root: Path, split: str, classes: list[str]) -> tuple[list[Path], 
     return files, np.asarray(labels, dtype=np.int64)
 
 
+def present_splits(root: Path) -> tuple[str, ...]:
+    """The splits a layout has: train and test, and unlabelled when its folder exists."""
+    return SPLITS + ((UNLABELLED,) if (Path(root) / UNLABELLED).is_dir() else ())
+
+
+def hash_line(root: Path, split: str, path: Path, file_sha: str) -> bytes:
+    """One image's line in the content hashes: split, class (or path inside unlabelled/), file name, bytes' sha256."""
+    where = Path(path).relative_to(Path(root) / split).as_posix()
+    return f"{split}/{where}\0{file_sha}\n".encode()
+
+
+def split_hash(lines) -> str:
+    """A split's own content hash (the manifest's splits.<split>.content_hash), of its hash_line()s in order."""
+    digest = hashlib.sha256(b"simclr-split-v1\n")
+    for line in lines:
+        digest.update(line)
+    return digest.hexdigest()
+
+
 def resized(img: Image.Image, size: int) -> Image.Image:
     """img at size x size by PIL bilinear, only when its size differs: the one resize of the project
     (prepare writes with it, decode loads with it, encoder.preprocess feeds new images with it)."""
     return img if img.size == (size, size) else img.resize((size, size), Image.BILINEAR)
 
 
-def decode(path: Path, size: int) -> np.ndarray:
-    """One image as uint8 H x W x 3 RGB at size x size (antialiased resize only when it differs)."""
+def short_side_crop(img: Image.Image, size: int) -> Image.Image:
+    """The short side resized to `size` (aspect kept, PIL bilinear), then the centre size x size,
+    as torchvision's Resize(size) + CenterCrop(size) place them: model.stored_size's decode."""
+    w, h = img.size
+    if min(w, h) != size:
+        nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+        img = img.resize((nw, nh), Image.BILINEAR)
+        w, h = nw, nh
+    left, top = int(round((w - size) / 2.0)), int(round((h - size) / 2.0))
+    return img if (w, h) == (size, size) else img.crop((left, top, left + size, top + size))
+
+
+def decode_image(img: Image.Image, size: int, crop: bool = False) -> np.ndarray:
+    """An opened image as uint8 H x W x 3 RGB at size x size: squashed (crop False: model.stored_size
+    null, the input size) or short side + centre crop (crop True: model.stored_size)."""
+    rgb = img.convert("RGB")
+    return np.asarray(short_side_crop(rgb, size) if crop else resized(rgb, size), dtype=np.uint8)
+
+
+def decode(path: Path, size: int, crop: bool = False) -> np.ndarray:
+    """One image file as uint8 H x W x 3 RGB at size x size (see decode_image)."""
     try:
         with Image.open(path) as img:
-            return np.asarray(resized(img.convert("RGB"), size), dtype=np.uint8)
+            return decode_image(img, size, crop)
     except OSError as exc:  # missing, unreadable or not an image (PIL's UnidentifiedImageError is an OSError)
         raise LayoutError(f"{path}: cannot decode image: {exc.strerror or exc}") from None
 
 
 def layout_hash(root: Path, classes: list[str]) -> str:
     """The layout's content hash as it is now, as validate computes the manifest's content_hash:
-    class.txt's bytes, then every image's split, class, file name and bytes, in listing order."""
+    class.txt's bytes, then every image's hash_line in listing order (train, test, then unlabelled
+    when present: a layout without it hashes as before it existed)."""
     digest = hashlib.sha256(b"simclr-layout-v1\n")
     digest.update((Path(root) / "class.txt").read_bytes())
-    for split in SPLITS:
-        files, labels = list_split(root, split, classes)
-        for path, label in zip(files, labels):
-            digest.update(f"{split}/{classes[label]}/{path.name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    for split in present_splits(root):
+        files, _ = list_split(root, split, classes)
+        for path in files:
+            digest.update(hash_line(root, split, path, hashlib.sha256(path.read_bytes()).hexdigest()))
     return digest.hexdigest()
 
 
@@ -158,47 +216,3 @@ def check_unchanged(root: Path, classes: list[str], manifest: dict) -> None:
 def read_manifest(path: str | Path) -> dict:
     """The manifest `simclr validate` wrote; anything else is a UserError naming the file."""
     return io.read_json(path, "a dataset manifest (simclr validate)", keys=("content_hash", "root", "classes", "splits"))
-
-
-def cache_dir() -> Path:
-    """Where decoded splits (and, by default, pretrain's checkpoints) are kept: $SIMCLR_CACHE, else
-    $XDG_CACHE_HOME/simclr, else ~/.cache/simclr. Outside any workspace, so every checkout, Snakemake
-    run and DVC experiment (queued ones run in temporary workspaces) shares it; entries are keyed by
-    content, so sharing is safe."""
-    if os.environ.get("SIMCLR_CACHE"):
-        return Path(os.environ["SIMCLR_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "simclr"
-
-
-def load_split(manifest: dict, split: str, size: int):
-    """A whole split as (uint8 tensor N x 3 x size x size, int64 labels N, class names).
-
-    Decoded once and cached by the manifest's content hash, split and size, so epochs and stages
-    reuse it; a changed dataset has a new hash and so a new cache entry. Delete the folder freely.
-    """
-    import torch  # here, not at the top: validate imports this module and needs no torch
-
-    path = cache_dir() / f"{manifest['content_hash'][:32]}-{split}-{size}.pt"
-    if path.is_file():
-        try:
-            cached = torch.load(path, weights_only=True)
-            return cached["images"], cached["labels"], list(manifest["classes"])
-        except Exception:  # a damaged cache entry is rebuilt, never trusted
-            pass
-    root = resolve_root(manifest["root"])
-    classes = read_classes(root)
-    files, labels = list_split(root, split, classes)
-    listed = manifest.get("splits", {}).get(split, {}).get("images")
-    if listed is not None and listed != len(files):
-        raise LayoutError(f"{root / split}: expected the {listed} images the manifest lists, found {len(files)}; "
-                          "the dataset changed since validate: run validate again")
-    if not files:
-        raise LayoutError(f"{root / split}: no images")
-    images = np.stack([decode(p, size) for p in files])  # N x H x W x 3
-    check_unchanged(root, classes, manifest)  # after decoding (which names a broken file); a cache hit is
-    # trusted: its key is this very hash
-    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    labels = torch.from_numpy(labels)
-    io.save_torch(path, {"images": images, "labels": labels})
-    return images, labels, classes

@@ -16,7 +16,8 @@ import torch
 
 from . import io, model as model_lib, runtime as rt
 from .encoder import features, load_trained
-from .data import SPLITS, load_split, read_manifest
+from .cache import load_split, stored
+from .data import SPLITS, read_manifest
 from .errors import UserError
 
 
@@ -31,7 +32,7 @@ def extract(params: dict, manifest_path: Path, model_path: Path, out_dir: Path, 
     device = rt.set_up(params["runtime"])
     random_init = model_lib.build(trained_with, trained_with["train"]["seed"])  # the same draw, left untrained
     cfg = params["extract"]
-    splits = {split: load_split(manifest, split, trained_with["model"]["input_size"]) for split in SPLITS}
+    splits = {split: load_split(manifest, split, *stored(trained_with["model"])) for split in SPLITS}  # mapped
     for name, net in (("simclr", trained), ("random", random_init)):
         encoder = net.encoder.to(device)
         if cfg["channels_last"]:
@@ -40,7 +41,8 @@ def extract(params: dict, manifest_path: Path, model_path: Path, out_dir: Path, 
         for split, (images, labels, classes) in splits.items():
             arrays[f"{split}_x"] = features(
                 encoder, images, cfg["batch_size"], device, lambda: rt.autocast(device, cfg["precision"]),
-                cfg["channels_last"], desc=f"extract: {name} {split}", log=log).cpu().numpy()
+                cfg["channels_last"], desc=f"extract: {name} {split}", log=log,
+                size=trained_with["model"]["input_size"]).cpu().numpy()
             arrays[f"{split}_y"] = labels.numpy()
         arrays["classes"] = np.asarray(classes)
         io.save_npz(Path(out_dir) / f"{name}.npz", **arrays)

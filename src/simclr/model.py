@@ -44,14 +44,24 @@ def feature_dim(arch: str, width: int = 64) -> int:
 
 
 class ResNet(nn.Module):
-    """ResNet trunk whose output is the representation h (before the head).
-    B.9: the 7x7 stride-2 stem conv becomes 3x3 stride 1 and the first max-pool is removed."""
+    """ResNet trunk whose output is the representation h (before the head). stem "cifar" (B.9): the
+    7x7 stride-2 stem conv becomes 3x3 stride 1 and the first max-pool is removed; stem "imagenet":
+    torchvision's 7x7 stride-2 conv (padding 3) and 3x3 stride-2 max-pool (padding 1), for inputs of
+    ImageNet's scale (at 224 px the CIFAR stem runs every stage at 16x the positions)."""
 
-    def __init__(self, arch: str, norm: str = "batch", width: int = 64, zero_init_residual: bool = True):
+    def __init__(self, arch: str, norm: str = "batch", width: int = 64, zero_init_residual: bool = True,
+                 stem: str = "cifar"):
         super().__init__()
         block, depths = LAYOUT[arch]
         make_norm = norm_layer(norm)
-        self.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        elif stem == "cifar":
+            self.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        else:
+            raise ValueError(f"model.stem: expected cifar or imagenet, found {stem!r}")
         self.bn1 = make_norm(width)
         self.relu = nn.ReLU(inplace=True)
         channels = width
@@ -76,7 +86,7 @@ class ResNet(nn.Module):
                 nn.init.zeros_((m.bn3 if isinstance(m, Bottleneck) else m.bn2).weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)  # h: N x feature_dim
 
@@ -99,9 +109,10 @@ def projection_head(in_dim: int, out_dim: int, norm: str = "batch", kind: str = 
 
 class SimCLR(nn.Module):
     def __init__(self, arch: str = "resnet18", proj_dim: int = 128, norm: str = "batch", width: int = 64,
-                 head: str = "official", head_hidden: int | None = None, zero_init_residual: bool = True):
+                 head: str = "official", head_hidden: int | None = None, zero_init_residual: bool = True,
+                 stem: str = "cifar"):
         super().__init__()
-        self.encoder = ResNet(arch, norm, width, zero_init_residual)
+        self.encoder = ResNet(arch, norm, width, zero_init_residual, stem)
         self.head = projection_head(feature_dim(arch, width), proj_dim, norm, head, head_hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,4 +125,4 @@ def build(params: dict, seed: int) -> SimCLR:
     torch.manual_seed(seed)
     m = params["model"]
     return SimCLR(m["arch"], m.get("proj_dim", 128), m["norm"], m.get("width", 64), m.get("head", "official"),
-                  m.get("head_hidden"), m.get("zero_init_residual", True))
+                  m.get("head_hidden"), m.get("zero_init_residual", True), m.get("stem", "cifar"))

@@ -1,4 +1,5 @@
-"""Stage `pretrain`: SimCLR on the train split (labels unused), writing models/simclr.pt and a per-epoch log.
+"""Stage `pretrain`: SimCLR on the train split and/or unlabelled/ (train.splits; labels unused), writing
+models/simclr.pt and a per-epoch log.
 
     simclr pretrain --manifest data/manifest.json --model models/simclr.pt --live-dir metrics/pretrain
 
@@ -10,6 +11,7 @@ formed. The loop below is the whole schedule; the plumbing is in sibling modules
     distributed.py  several GPUs under torchrun (runtime.gpus > 1 launches it): gather, rank agreement
     checkpoint.py   RunState, atomic checkpoints, the run's fingerprint, RNG capture, signals
     live.py         the per-epoch log (DVCLive's files) in --live-dir
+    cache.py        the decoded splits, memory-mapped;  feed.py  batches from them, resident or streamed
 
 Under DDP each rank embeds its share of every batch; only rank 0 writes checkpoints, logs and the model.
 """
@@ -31,7 +33,9 @@ from .accumulate import step_gradients
 from .checkpoint import Checkpoints, Interrupted, RunState, fingerprint, restore_rng, rng_states, stop_on_signals
 from .distributed import torchrun_command
 from .encoder import features
-from .data import cache_dir, load_split, read_manifest
+from .feed import Feed, default_budget_mib
+from .cache import cache_dir, load_split, stored
+from .data import UNLABELLED, read_manifest
 from .errors import UserError
 from .knn import knn_accuracy
 from .live import log_epoch, open_live
@@ -93,11 +97,11 @@ def steps_per_epoch(n_images: int, batch_size: int) -> int:
 
 
 def monitor_knn(net: model_lib.SimCLR, splits: dict, device: torch.device, precision: str,
-                channels_last: bool) -> float:
+                channels_last: bool, size: int) -> float:
     """kNN top-1 on the test split from un-augmented train features (eval mode; training state untouched)."""
     feats = {name: features(net.encoder, images, 512, device, lambda: rt.autocast(device, precision),
-                                      channels_last)
-             for name, (images, _, _) in splits.items()}
+                            channels_last, size=size)
+             for name, (images, _, _) in splits.items() if name != UNLABELLED}
     net.train()
     (_, train_y, classes), (_, test_y, _) = splits["train"], splits["test"]
     return knn_accuracy(feats["train"], train_y.to(device), feats["test"], test_y, len(classes))
@@ -136,7 +140,7 @@ class Setup:
     net: nn.Module                     # the model (rank 0 saves its state)
     step_net: nn.Module                # what a step calls: net, under DDP and/or torch.compile
     optimizer: torch.optim.Optimizer
-    images: torch.Tensor               # uint8 N x 3 x S x S on the device
+    feed: Feed                         # the training images (uint8 N x 3 x S x S), resident or streamed
     batch: int                         # global batch
     share: int                         # this rank's part of it
     chunk: int                         # images embedded at once
@@ -153,6 +157,7 @@ class Setup:
     monitor: bool
     device: torch.device
     manifest_hash: str                 # the data it trains on, recorded in the model file
+    input_size: int                    # the network's input side (the stored side may be larger)
     save: object                       # () -> None: checkpoint now (collective under DDP)
 
 
@@ -163,11 +168,25 @@ def set_up(params: dict, manifest_path: Path, checkpoint_dir: Path | None, log, 
     manifest = read_manifest(manifest_path)
     device = rt.set_up(runtime, train["deterministic"], local_rank)
     monitor = rank == 0 and train["knn_every"] > 0  # only rank 0 evaluates the kNN monitor
-    splits = {split: load_split(manifest, split, model["input_size"])  # uint8 N x 3 x S x S
-              for split in (("train", "test") if monitor else ("train",))}
-    subset = per_class_subset(splits["train"][1], train["images_per_class"], train["seed"])
-    images = splits["train"][0][subset].to(device)
-    n = len(images)
+    has_unlabelled = UNLABELLED in manifest["splits"]
+    if train["splits"] == "unlabelled" and not has_unlabelled:
+        raise UserError(f"train.splits: expected an unlabelled/ split to pretrain on, found none in "
+                        f"{manifest['root']} ({manifest_path} lists {', '.join(sorted(manifest['splits']))})")
+    use = {"train": ("train",), "unlabelled": (UNLABELLED,), "both": ("train", UNLABELLED)}[train["splits"]]
+    use = tuple(split for split in use if split in manifest["splits"])
+    wanted = set(use) | ({"train", "test"} if monitor else set())
+    size, crop = stored(model)
+    splits = {split: load_split(manifest, split, size, crop)  # uint8 N x 3 x S x S, mapped
+              for split in ("train", "test", UNLABELLED) if split in wanted}
+    parts = []
+    if "train" in use:
+        subset = per_class_subset(splits["train"][1], train["images_per_class"], train["seed"])
+        parts.append((splits["train"][0], subset))
+    if UNLABELLED in use:
+        parts.append((splits[UNLABELLED][0], torch.arange(len(splits[UNLABELLED][0]))))
+    budget = runtime["resident_mib"] if runtime.get("resident_mib") is not None else default_budget_mib(device)
+    feed = Feed(parts, device, budget)
+    n = len(feed)
     batch = min(train["batch_size"], n)
     share = ddp.share_of(batch, world)
     chunk = min(train["chunk_size"] or share, share)
@@ -183,7 +202,10 @@ def set_up(params: dict, manifest_path: Path, checkpoint_dir: Path | None, log, 
     gen = torch.Generator(device=device).manual_seed(train["seed"])  # data order: the same on every rank
     # augmentation: its own stream per rank under DDP (a single process keeps one stream for both)
     aug_gen = gen if world == 1 else torch.Generator(device=device).manual_seed(train["seed"] * 1000 + 1 + rank)
-    log(f"pretrain: {n} images{'' if len(subset) == len(splits['train'][1]) else ' (train.images_per_class)'}, batch {batch} ({world} x {share}, chunk {chunk}, {train['accumulate']}), "
+    whole = "train" not in use or len(parts[0][1]) == len(splits["train"][1])
+    log(f"pretrain: {n} images ({' + '.join(use)}{'' if whole else ', train.images_per_class'}; "
+        f"{'resident on' if feed.resident else 'streamed to'} {device}, {feed.nbytes / 2**20:.0f} MiB), "
+        f"batch {batch} ({world} x {share}, chunk {chunk}, {train['accumulate']}), "
         f"{per_epoch} steps/epoch x {train['epochs']} epochs, peak lr {peak:.4g}, device {device}")
 
     fp = fingerprint({k: v for k, v in params.items() if k != "runtime"}, manifest, world)
@@ -205,14 +227,14 @@ def set_up(params: dict, manifest_path: Path, checkpoint_dir: Path | None, log, 
         if rank == 0:
             ckpts.save(fp, run, net.state_dict(), optimizer.state_dict(), rngs)
 
-    return Setup(net, step_net, optimizer, images, batch, share, chunk, per_epoch, per_epoch * train["epochs"],
+    return Setup(net, step_net, optimizer, feed, batch, share, chunk, per_epoch, per_epoch * train["epochs"],
                  round(optim_cfg["warmup_epochs"] * per_epoch), peak, gen, view_maker(params, aug_gen), fp, ckpts,
-                 run, splits, monitor, device, manifest["content_hash"], save)
+                 run, splits, monitor, device, manifest["content_hash"], model["input_size"], save)
 
 
 def train_epochs(s: Setup, train: dict, runtime: dict, live, log, rank: int) -> None:
     """The schedule from s.run's position to the last epoch: steps, the per-epoch row, checkpoints."""
-    run, n = s.run, len(s.images)
+    run, n = s.run, len(s.feed)
     pending: list[torch.Tensor] = []  # this epoch's losses not yet read back (0-dim, on the device)
     s.net.train()
     with stop_on_signals() as caught:
@@ -221,11 +243,13 @@ def train_epochs(s: Setup, train: dict, runtime: dict, live, log, rank: int) -> 
             if run.order is None:
                 run.order = torch.randperm(n, generator=s.gen, device=s.device)
             lr = optim_lib.lr_at(max(run.step - 1, 0), s.total, s.warmup, s.peak)  # for the log if no step is left
+            order = run.order if s.feed.resident else run.order.cpu()  # streamed: gathered on the host
+            batches = s.feed.batches(order[i * s.batch:(i + 1) * s.batch][rank * s.share:(rank + 1) * s.share]
+                                     for i in range(first, s.per_epoch))
             for i in progress(range(first, s.per_epoch), s.per_epoch - first,
                               f"epoch {run.epoch + 1}/{train['epochs']}", log, enabled=rank == 0):
                 lr = optim_lib.lr_at(run.step, s.total, s.warmup, s.peak)
-                mine = run.order[i * s.batch:(i + 1) * s.batch][rank * s.share:(rank + 1) * s.share]
-                pending.append(train_step(s.step_net, s.optimizer, s.images[mine], lr, train, s.chunk, s.views))
+                pending.append(train_step(s.step_net, s.optimizer, next(batches), lr, train, s.chunk, s.views))
                 run.step, run.batch = run.step + 1, i + 1
                 if len(pending) == READ_LOSS_EVERY:
                     read_losses(pending, run, s.per_epoch, s.ckpts)
@@ -246,7 +270,7 @@ def train_epochs(s: Setup, train: dict, runtime: dict, live, log, rank: int) -> 
                    "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
             if s.monitor and ((run.epoch + 1) % train["knn_every"] == 0 or run.epoch + 1 == train["epochs"]):
                 row["knn_top1"] = round(monitor_knn(s.net, s.splits, s.device, train["precision"],
-                                                    train["channels_last"]), 6)
+                                                    train["channels_last"], s.input_size), 6)
             run.rows.append(row)
             log(f"epoch {row['epoch']}/{train['epochs']}: loss {row['loss']:.4f}, lr {lr:.4g}, {seconds:.1f}s"
                 + (f", kNN top-1 {row['knn_top1']:.4f}" if "knn_top1" in row else ""))
@@ -270,5 +294,6 @@ def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, 
                 "manifest_hash": s.manifest_hash,
             })
     finally:
+        s.feed.close()
         s.ckpts.unlock()
     return s.run.rows[-1]

@@ -1,5 +1,9 @@
 """Stage `validate`: check a dataset against the layout and write its manifest.
 
+The optional unlabelled/ split is checked like the others (every image decoded once, the same
+errors) and hashed into the manifest; it needs no class.txt entry, and a class-named folder inside it
+is refused (those images belong in train/<class>/).
+
 Every problem is collected (not only the first) as `error: <path>: <problem>`; with any error no
 manifest is written and an earlier one is left as it was. Warnings (`warning: <path>: <problem>`)
 do not fail the stage and are recorded in the manifest.
@@ -19,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import io
-from .data import SPLITS, LayoutError, is_litter, parse_class_txt, resolve_root
+from .data import SPLITS, UNLABELLED, LayoutError, hash_line, is_litter, parse_class_txt, resolve_root, split_hash
 
 EXAMPLES = 5  # paths quoted per warning
 POOL_MIN_FILES = 2000  # below this, decoding in one process is faster than starting a pool
@@ -126,6 +130,41 @@ def _scan_class(report: Report, folder: Path, real_root: Path, litter: list) -> 
     return files
 
 
+def _scan_unlabelled(report: Report, root: Path, real_root: Path, classes: list[str], lineno: dict,
+                     litter: list) -> list[Path] | None:
+    """Image files of the optional unlabelled/ split (flat or in sub-folders); None when it is absent."""
+    folder = root / UNLABELLED
+    if not folder.exists() and not folder.is_symlink():
+        return None
+    if not _check_link(report, folder, real_root):
+        return None
+    if not folder.is_dir():
+        report.error(folder, "not a directory (expected unlabelled/<images>, flat or in sub-folders)")
+        return None
+    files = []
+    for path in sorted(folder.rglob("*"), key=lambda p: p.relative_to(folder).as_posix()):
+        rel = path.relative_to(folder)
+        if any(is_litter(part) for part in rel.parts):
+            if path.is_file() and not any(is_litter(part) for part in rel.parts[:-1]):
+                litter.append(path)
+            continue
+        if not _check_link(report, path, real_root):
+            continue
+        if path.is_dir():
+            if len(rel.parts) == 1 and rel.name in lineno:
+                report.error(path, f"folder named like class {rel.name!r} (class.txt line {lineno[rel.name]}) "
+                             f"inside unlabelled/: unlabelled images carry no class; labelled ones belong in "
+                             f"train/{rel.name}/ (move them there, or rename the folder)")
+            continue
+        if path.is_file():
+            files.append(path)
+        else:
+            report.error(path, "not a regular file")
+    if not files:
+        report.error(folder, "unlabelled split has no images (add images or remove the folder)")
+    return files
+
+
 def check(root: str | Path, imbalance_ratio: float = 10.0, workers: int = 0) -> Report:
     """Validate the dataset at root; Report.manifest is set only when there is no error."""
     report = Report()
@@ -158,6 +197,8 @@ def check(root: str | Path, imbalance_ratio: float = 10.0, workers: int = 0) -> 
         classes = [cl.name for cl in sorted(lines, key=lambda cl: (cl.index, cl.lineno))]
         lineno = {cl.name: cl.lineno for cl in lines}
 
+    if not classes:
+        lineno = {}
     litter: list[Path] = []
     candidates: dict[str, dict[str, list[Path]]] = {}
     for split in SPLITS:
@@ -191,6 +232,9 @@ def check(root: str | Path, imbalance_ratio: float = 10.0, workers: int = 0) -> 
                 report.error(folders[name], "class folder has no images")
             candidates[split][name] = files
 
+    unlabelled = _scan_unlabelled(report, root, real_root, classes, lineno, litter)
+    if unlabelled is not None:
+        candidates[UNLABELLED] = {"": unlabelled}
     if litter:
         report.warn(root, f"{len(litter)} hidden or OS litter file(s) ignored: {_examples(litter)}")
 
@@ -235,30 +279,35 @@ def write_classes(root: Path) -> list[str]:
     return names["train"]
 
 
+def _split_facts(files: list[Path], decoded) -> tuple[Counter, Counter, dict[str, list[Path]]]:
+    sizes: Counter = Counter()
+    modes: Counter = Counter()
+    by_pixels: dict[str, list[Path]] = defaultdict(list)
+    for p in files:
+        facts = decoded[str(p)][1]
+        sizes[facts["size"]] += 1
+        modes[facts["mode"]] += 1
+        by_pixels[facts["pixel_sha"]].append(p)
+    return sizes, modes, by_pixels
+
+
 def _manifest(report, given, root, class_txt, classes, candidates, decoded, imbalance_ratio) -> dict:
     digest = hashlib.sha256(b"simclr-layout-v1\n")
     digest.update(class_txt.read_bytes())
     splits = {}
     pixel_seen: dict[str, dict[str, list[Path]]] = {}
     all_sizes: Counter = Counter()
-    for split in SPLITS:
-        sizes: Counter = Counter()
-        modes: Counter = Counter()
-        per_class = {}
-        by_pixels: dict[str, list[Path]] = defaultdict(list)
-        for name in classes:
-            files = candidates[split][name]
-            per_class[name] = len(files)
-            for p in files:
-                facts = decoded[str(p)][1]
-                sizes[facts["size"]] += 1
-                modes[facts["mode"]] += 1
-                by_pixels[facts["pixel_sha"]].append(p)
-                digest.update(f"{split}/{name}/{p.name}\0{facts['file_sha']}\n".encode())
+    present = [split for split in (*SPLITS, UNLABELLED) if split in candidates]
+    for split in present:
+        files = [p for name in (classes if split != UNLABELLED else [""]) for p in candidates[split][name]]
+        lines = [hash_line(root, split, p, decoded[str(p)][1]["file_sha"]) for p in files]
+        for line in lines:
+            digest.update(line)
+        sizes, modes, by_pixels = _split_facts(files, decoded)
         all_sizes.update(sizes)
         splits[split] = {
-            "images": sum(per_class.values()),
-            "per_class": per_class,
+            "content_hash": split_hash(lines),
+            "images": len(files),
             "sizes": dict(sorted(sizes.items())),
             "modes": dict(sorted(modes.items())),
         }
@@ -268,30 +317,35 @@ def _manifest(report, given, root, class_txt, classes, candidates, decoded, imba
             extra = sum(len(g) - 1 for g in dups)
             report.warn(root / split, f"{extra} exact duplicate image(s) within the split: "
                         + "; ".join(_examples(g) for g in dups[:EXAMPLES]))
-        counts = [n for n in per_class.values()]
-        if min(counts) and max(counts) / min(counts) > imbalance_ratio:
-            big = max(per_class, key=per_class.get)
-            small = min(per_class, key=per_class.get)
-            report.warn(root / split, f"unbalanced classes: {big!r} has {per_class[big]} images, "
-                        f"{small!r} {per_class[small]} (ratio above {imbalance_ratio:g})")
+        if split != UNLABELLED:
+            per_class = {name: len(candidates[split][name]) for name in classes}
+            splits[split]["per_class"] = per_class
+            counts = list(per_class.values())
+            if min(counts) and max(counts) / min(counts) > imbalance_ratio:
+                big = max(per_class, key=per_class.get)
+                small = min(per_class, key=per_class.get)
+                report.warn(root / split, f"unbalanced classes: {big!r} has {per_class[big]} images, "
+                            f"{small!r} {per_class[small]} (ratio above {imbalance_ratio:g})")
         odd_modes = {m: n for m, n in modes.items() if m != "RGB"}
         if odd_modes:
-            examples = [p for name in classes for p in candidates[split][name]
-                        if decoded[str(p)][1]["mode"] != "RGB"]
+            examples = [p for p in files if decoded[str(p)][1]["mode"] != "RGB"]
             report.warn(root / split, f"non-RGB images (converted to RGB when loaded): "
                         f"{', '.join(f'{n} {m}' for m, n in sorted(odd_modes.items()))}: {_examples(examples)}")
     common, _ = all_sizes.most_common(1)[0]
-    for split in SPLITS:
-        odd = [p for name in classes for p in candidates[split][name] if decoded[str(p)][1]["size"] != common]
+    for split in present:
+        odd = [p for group in candidates[split].values() for p in group if decoded[str(p)][1]["size"] != common]
         if odd:
             report.warn(root / split, f"{len(odd)} image(s) not {common} like the majority "
                         f"(resized when loaded): {_examples(odd)}")
-    leaked = sorted(set(pixel_seen["train"]) & set(pixel_seen["test"]))
-    if leaked:
-        pairs = [f"{pixel_seen['train'][h][0]} = {pixel_seen['test'][h][0]}" for h in leaked]
-        report.warn(root, f"{len(leaked)} image(s) appear in both train and test (leakage): {_examples(pairs)}")
+    for other in ("train", UNLABELLED):
+        if other not in pixel_seen:
+            continue
+        leaked = sorted(set(pixel_seen[other]) & set(pixel_seen["test"]))
+        if leaked:
+            pairs = [f"{pixel_seen[other][h][0]} = {pixel_seen['test'][h][0]}" for h in leaked]
+            report.warn(root, f"{len(leaked)} image(s) appear in both {other} and test (leakage): {_examples(pairs)}")
     return {
-        "format": 1,
+        "format": 2,
         "root": str(root),
         "classes": classes,
         "content_hash": digest.hexdigest(),
