@@ -165,7 +165,7 @@ def test_an_image_replaced_after_validate_with_the_same_count_is_caught(tmp_path
     env = {**os.environ, "SIMCLR_CACHE": str(tmp_path / "cache")}  # nothing decoded yet
     proc = run_cli(*pretrain_args(base, params, tmp_path / "out"), env=env)
     assert proc.returncode == 1
-    assert proc.stderr.strip().startswith(f"error: {base / 'digits'}: its files changed since validate")
+    assert proc.stderr.strip().startswith(f"error: {base / 'digits' / 'train'}: its files changed since validate")
     assert not (tmp_path / "out" / "simclr.pt").exists()
 
 

@@ -124,13 +124,17 @@ def test_a_crafted_decode_cache_entry_is_never_unpickled_and_is_rebuilt(micro, t
     manifest = json.loads((base / "manifest.json").read_text())
     marker = tmp_path / "marker"
     size = 8  # micro params: model.input_size
-    entry = cache / f"{manifest['content_hash'][:32]}-train-{size}.pt"
+    from simclr.cache import entry as cache_entry
+    entry = cache_entry(manifest, "train", size, False)
+    labels = entry.with_name(entry.name[:-4] + ".labels.npy")
     entry.parent.mkdir(parents=True)
-    torch.save({"images": Plant(marker), "labels": Plant(marker)}, entry)
+    import numpy as np
+    for path in (entry, labels):  # .npy files whose object arrays would unpickle a Plant
+        np.save(path, np.array([Plant(marker)], dtype=object), allow_pickle=True)
     import os
     proc = run_cli("extract", "--manifest", base / "manifest.json", "--model", base / "simclr.pt", "--out-dir",
                    tmp_path / "features", "--params", params, env={**os.environ, "SIMCLR_CACHE": str(cache)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not marker.exists()
-    rebuilt = torch.load(entry, weights_only=True)  # replaced by the decoded split
-    assert rebuilt["images"].dtype == torch.uint8
+    rebuilt = np.load(entry)  # replaced by the decoded split
+    assert rebuilt.dtype == np.uint8 and rebuilt.shape[1:] == (3, size, size)

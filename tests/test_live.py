@@ -60,7 +60,7 @@ def test_knn_monitor_matches_the_probe_stage_knn_on_the_same_features(run):
     net.load_state_dict(torch.load(base / "model.pt", weights_only=False)["model"])
     manifest = json.loads((base / "manifest.json").read_text())
     splits = {s: load_split(manifest, s, params["model"]["input_size"]) for s in ("train", "test")}
-    got = pt.monitor_knn(net, splits, torch.device("cpu"), "fp32", False)
+    got = pt.monitor_knn(net, splits, torch.device("cpu"), "fp32", False, params["model"]["input_size"])
     assert net.training  # the monitor hands the model back in train mode
     feats = {s: encoder.features(net.encoder, splits[s][0], 64, "cpu", contextlib.nullcontext).numpy() for s in splits}
     k = min(200, len(feats["train"]))

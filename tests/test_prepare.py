@@ -11,12 +11,12 @@ from conftest import ROOT, micro_params_yaml, run_cli
 from simclr.validate import check
 
 
-def cifar_tarball(path, per_batch=4, seed=0):
+def cifar_tarball(path, per_batch=4, seed=0, protocol=None):
     """A tiny cifar-10-python.tar.gz in the real pickle format (5 train batches + test batch + meta)."""
     rng = np.random.default_rng(seed)
     with tarfile.open(path, "w:gz") as tar:
         def add(name, obj):
-            data = pickle.dumps(obj)
+            data = pickle.dumps(obj, protocol=protocol)
             info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -107,3 +107,27 @@ def test_unknown_source_is_one_line_naming_the_key(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"error: {params}: data.source: expected one of ['digits', 'cifar10', 'stl10', 'folder'], found 'imagenet'"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_python3_protocol_2_archive_is_read(tmp_path):
+    """Python 3 pickles bytes under protocol 2 as _codecs.encode(str, 'latin1'): a CIFAR-10 archive
+    rewritten by Python 3 (a mirror, a subset tool) carries it, and must still be read."""
+    archive = cifar_tarball(tmp_path / "cifar-10-python.tar.gz", protocol=2)
+    with tarfile.open(archive) as tar:
+        assert b"_codecs" in tar.extractfile("cifar-10-batches-py/batches.meta").read()
+    from simclr.prepare import read_cifar10_archive
+    splits, names = read_cifar10_archive(archive)
+    assert names[0] == "airplane" and splits["train"][0].shape == (20, 32, 32, 3)
+
+
+def test_the_unpickler_builds_nothing_else_new(tmp_path):
+    """Only _codecs.encode was added: its sibling decode, and any other global, are still refused."""
+    import _codecs
+
+    from simclr.prepare import CifarUnpickler
+
+    class Other:
+        def __reduce__(self):
+            return (_codecs.decode, (b"x", "latin1"))
+    with pytest.raises(pickle.UnpicklingError, match="refused to build _codecs.decode"):
+        CifarUnpickler(io.BytesIO(pickle.dumps(Other(), protocol=2))).load()

@@ -174,7 +174,52 @@ B9_DEPARTS = {
     "train.chunk_size": "null: the whole batch at once (set it where 1024 does not fit)",
 }
 
+SOLO_IN100 = "vturrisi/solo-learn scripts/pretrain/imagenet-100/simclr.yaml"
+SOLO_IN100_AUG = "vturrisi/solo-learn scripts/pretrain/imagenet-100/augmentations/symmetric.yaml"
+STL10 = {
+    "model.arch": ("resnet18", same, SOLO_IN100 + ': backbone: name: "resnet18"'),
+    "model.width": (64, same, SOLO_BASE + ": torchvision resnet18"),
+    "model.stem": ("imagenet", same, SOLO_BASE + ": the torchvision resnet18 stem, changed for cifar only"),
+    "model.norm": ("batch", same, SOLO_IN100 + ": sync_batchnorm: True (BatchNorm)"),
+    "model.proj_dim": (512, same, SOLO_IN100 + ": proj_output_dim: 512"),
+    "model.head": ("mlp", same, "vturrisi/solo-learn solo/methods/simclr.py: Linear, ReLU, Linear"),
+    "model.head_hidden": (4096, same, SOLO_IN100 + ": proj_hidden_dim: 4096"),
+    "model.zero_init_residual": (False, same, SOLO_BASE + ": backbone kwargs {} (torchvision's default)"),
+    "augment.crop_scale": ([0.08, 1.0], same, SOLO_IN100_AUG + ": crop_min_scale: 0.08, crop_max_scale: 1.0"),
+    "augment.crop_ratio": (TORCHVISION_RATIO, same, "solo-learn's RandomResizedCrop: the default ratio"),
+    "augment.flip_p": (0.5, same, SOLO_IN100_AUG + ": horizontal_flip: prob: 0.5"),
+    "augment.jitter_strength": (1.0, same, SOLO_IN100_AUG + ": brightness 0.8, contrast 0.8, saturation 0.8, hue 0.2 (s=1)"),
+    "augment.jitter_p": (0.8, same, SOLO_IN100_AUG + ": color_jitter: prob: 0.8"),
+    "augment.gray_p": (0.2, same, SOLO_IN100_AUG + ": grayscale: prob: 0.2"),
+    "augment.blur_p": (0.5, same, SOLO_IN100_AUG + ": gaussian_blur: prob: 0.5"),
+    "augment.blur_sigma": ([0.1, 2.0], same, "vturrisi/solo-learn solo/data/pretrain_dataloader.py: GaussianBlur sigma [0.1, 2.0]"),
+    "train.epochs": (400, same, SOLO_IN100 + ": max_epochs: 400"),
+    "train.batch_size": (256, same, SOLO_IN100 + ": batch_size: 128, devices: [0, 1]"),
+    "train.temperature": (0.2, same, SOLO_IN100 + ": temperature: 0.2"),
+    "train.forward_views": ("separate", same, SOLO_BASE + ": training_step, one base_training_step per crop"),
+    "train.images_per_class": (None, same, "the whole train split"),
+    "train.chunk_size": (None, same, "the whole batch in each forward"),
+    "optim.name": ("lars", same, SOLO_IN100 + ': optimizer: name: "lars"'),
+    "optim.momentum": (0.9, same, "vturrisi/solo-learn solo/args/pretrain.py: lars momentum default 0.9"),
+    "optim.base_lr": (0.3, half, SOLO_IN100 + ": lr: 0.3 (x batch_size x devices / 256 = 1 in solo/args/pretrain.py)"),
+    "optim.weight_decay": (1e-4, double, SOLO_IN100 + ": weight_decay: 1e-4"),
+    "optim.trust_coefficient": (0.02, same, SOLO_IN100 + ": eta: 0.02 (under the clip the loss scale cancels)"),
+    "optim.clip_lr": (True, same, SOLO_IN100 + ": clip_lr: True"),
+    "optim.trust_denominator": ("separate", same, "vturrisi/solo-learn solo/utils/lars.py: g_norm + p_norm * weight_decay + eps"),
+    "optim.decay_norm_bias": (False, same, SOLO_IN100 + ": exclude_bias_n_norm: True"),
+    "optim.warmup_epochs": (10, same, SOLO_BASE + ": scheduler.warmup_epochs default 10 (warmup_cosine)"),
+}
+STL10_DEPARTS = {
+    "model.input_size": "96, STL-10's native side (crop_size 224 for ImageNet-100 there)",
+    "model.stored_size": "96: crops are cut from the whole STL-10 image, as solo-learn's loader crops the image it reads",
+    "train.splits": "both: STL-10's train + unlabelled, the standard STL-10 protocol (the data, not the recipe)",
+    **SOLO_DEPARTS,
+    **{k: v for k, v in NOT_RECIPE.items() if k not in ("train.splits", "augment.blur_sigma")},
+}
+STL10_DEPARTS.pop("augment.blur_p")
+
 RECIPES = {
+    "stl10-resnet18.yaml": (STL10, STL10_DEPARTS),
     "cifar10-resnet18-short.yaml": (DKOBAK, {**DKOBAK_DEPARTS, **NOT_RECIPE, **SGD_UNUSED}),
     "cifar10-resnet18.yaml": (SOLO_LEARN, {**SOLO_DEPARTS, **NOT_RECIPE}),
     "cifar10-b9-resnet50.yaml": (B9, {**B9_DEPARTS, **{k: v for k, v in NOT_RECIPE.items() if k != "train.accumulate"}}),

@@ -16,7 +16,7 @@ so a new entry; delete the folder freely. Building an entry:
   to the processes' own memory (benchmarks/decode_scale.py measures it);
 - one builder: an flock on <entry>.lock; every other process (a DDP rank, a second stage) waits for
   it and then maps the finished file;
-- atomic: the pixels are written to a temp file renamed into place last, labels first.
+- atomic: the pixels are written to a temp file renamed into place once checked, then the labels.
 
 A hit maps the file copy-on-write (np.load mmap_mode="c"): nothing is read until a row is touched.
 An entry that does not match what the manifest says (older format, other shape, truncated, not a .npy)
@@ -167,8 +167,6 @@ def _build(manifest: dict, split: str, size: int, crop: bool, path: Path) -> Non
                           "the dataset changed since validate: run validate again")
     if not files:
         raise LayoutError(f"{root / split}: no images")
-    with io.atomic_path(_labels_path(path), suffix=".npy") as tmp:
-        np.save(tmp, labels)
     with io.atomic_path(path, suffix=".npy") as tmp:
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
         offset = images.offset  # the header's length: row r starts at offset + r x 3 x S x S
@@ -182,6 +180,8 @@ def _build(manifest: dict, split: str, size: int, crop: bool, path: Path) -> Non
             raise LayoutError(f"{root / split}: its files changed since validate wrote the manifest (the same "
                               f"{len(files)} images listed, other bytes: the content hash no longer matches); "
                               "run validate again")
+    with io.atomic_path(_labels_path(path), suffix=".npy") as tmp:  # last: an entry is whole once both exist
+        np.save(tmp, labels)
 
 
 def load_split(manifest: dict, split: str, size: int, crop: bool = False):

@@ -2,6 +2,7 @@
 
 digits  - scikit-learn's bundled 8x8 handwritten digits, stratified train/test split, 32x32 RGB PNGs.
 cifar10 - the CIFAR-10 python pickles (a local cifar-10-python.tar.gz, or downloaded via torchvision).
+stl10   - STL-10's binary archive (stl10.py): train, test and the 100,000-image unlabelled/ split, at 96 px.
 folder  - an existing layout elsewhere: nothing is copied, a pointer to it is left in data/folder/.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import io
+from . import io, stl10
 from .data import POINTER, LayoutError, resized
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -59,8 +60,11 @@ def digits_splits(test_fraction: float, seed: int, size: int):
 
 # What the real archive's pickles hold: dicts, lists, bytes, str, ints and NumPy arrays. Nothing else
 # is built while reading one, so a tampered archive cannot run code (pickle.load would run any).
+# _codecs.encode is how Python 3 writes bytes under protocol 2 (encode(str, "latin1")), so an archive
+# rewritten by Python 3 (a mirror, a subset tool) needs it; it only turns a string into bytes, and
+# torch's weights_only unpickler allows it for the same reason.
 NUMPY_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                 ("numpy", "ndarray"), ("numpy", "dtype")}
+                 ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
 
 class CifarUnpickler(pickle.Unpickler):
@@ -150,6 +154,12 @@ def prepare(params: dict, out: Path) -> Path:
             raise LayoutError(missing_folder(folder))
         with io.atomic_dir(out) as tmp:
             (tmp / POINTER).write_text(json.dumps({"folder": str(folder)}, indent=2) + "\n")
+        return out
+    if cfg["source"] == "stl10":
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = Path(cfg["stl10_archive"]) if cfg["stl10_archive"] else stl10.download(Path(tmp))
+            with io.atomic_dir(out) as target:
+                stl10.write_layout(archive, target, cfg["limit_per_class"])
         return out
     if cfg["source"] == "digits":
         splits, classes = digits_splits(cfg["test_fraction"], cfg["seed"], cfg["image_size"]), DIGIT_NAMES

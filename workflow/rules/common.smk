@@ -65,7 +65,8 @@ def code(stage):
 def source_files():
     """Files prepare reads besides params: a local CIFAR-10 archive (data.cifar10_archive)."""
     data = config["data"]
-    return [data["cifar10_archive"]] if data["source"] == "cifar10" and data["cifar10_archive"] else []
+    archive = {"cifar10": data["cifar10_archive"], "stl10": data["stl10_archive"]}.get(data["source"])
+    return [archive] if archive else []
 
 
 def folder_listing():
