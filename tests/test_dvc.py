@@ -158,7 +158,7 @@ def test_queued_runs_share_the_user_cache_outside_their_temporary_workspaces(rep
     """Both used the user cache ($XDG_CACHE_HOME/simclr here): one set of decoded splits, and one
     checkpoint folder per run - so a killed queued run finds its checkpoint when it runs again."""
     _, cache = queued
-    assert sorted(p.name.split("-", 1)[1] for p in cache.glob("*.pt")) == ["test-8.pt", "train-8.pt"]
+    assert sorted(p.name.split("-", 1)[1] for p in cache.glob("*-v2.npy")) == ["test-8-v2.npy", "train-8-v2.npy"]
     assert len([d for d in (cache / "checkpoints").iterdir() if (d / "last.pt").is_file()]) == 2
     assert not list((repo / ".dvc" / "tmp").rglob("checkpoints/pretrain"))
 

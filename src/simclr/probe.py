@@ -1,13 +1,16 @@
 """Stage `probe`: how good are the frozen features? Linear, label-scarce and kNN classifiers.
 
-- linear: scikit-learn LogisticRegression (L2, L-BFGS) on standardised features; C is chosen by
-  accuracy on a stratified held-out part of the train split, then refit on all of train.
-  Test top-1/top-5, per-class accuracy, confusion matrix.
+- linear: scikit-learn LogisticRegression (L2, L-BFGS) on standardised float32 features; C is
+  chosen by accuracy on a stratified held-out part (probe.val_fraction) of the train split, along
+  the C grid in increasing order, each fit warm-started from the previous C's solution; then refit on
+  all of train at the chosen C, warm-started from that C's held-out solution. Test top-1/top-5,
+  per-class accuracy, confusion matrix.
 - label-scarce: the same classifier trained on `shots` labelled images per class, averaged over
   `shot_draws` fixed draws (where self-supervised features matter most); the standardisation is fit
   on all train features, which needs no labels.
 - kNN: cosine similarity, k nearest train features, votes weighted by exp(sim / t) (MoCo's CIFAR demo;
-  knn_top1), and the majority vote of the vote_k nearest (dkobak/simclr-cifar10's k=10; knn_vote_top1).
+  knn_top1), and the majority vote of the vote_k nearest (dkobak/simclr-cifar10's k=10; knn_vote_top1);
+  in float32, on the GPU when there is one, 1,024 test rows at a time (knn.py).
 Each for the SimCLR encoder and the random-init baseline.
 
 It also writes a picture of the learned space (plots.py: a 2-D t-SNE or PCA map of a fixed sample
@@ -32,25 +35,43 @@ from .knn import knn_predict
 ENCODERS = ("simclr", "random")
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, c: float, max_iter: int, unlabelled: np.ndarray | None = None):
-    """Logistic regression on standardised features. The scaler is fit on `unlabelled` when given
-    (the label-scarce probe: every train feature, which needs no label), else on x."""
+def fit_logistic(x: np.ndarray, y: np.ndarray, c: float, max_iter: int, unlabelled: np.ndarray | None = None,
+                 init: tuple[np.ndarray, np.ndarray] | None = None):
+    """Logistic regression on standardised features (float32 stays float32: L-BFGS takes it). The
+    scaler is fit on `unlabelled` when given (the label-scarce probe: every train feature, which
+    needs no label), else on x. init: (coef, intercept) to start L-BFGS from (warm start)."""
     scaler = StandardScaler().fit(x if unlabelled is None else unlabelled)
-    clf = LogisticRegression(C=c, max_iter=max_iter).fit(scaler.transform(x), y)
-    return lambda q: clf.predict_proba(scaler.transform(q)), clf.classes_
+    clf = LogisticRegression(C=c, max_iter=max_iter, warm_start=init is not None)
+    if init is not None:
+        clf.coef_, clf.intercept_ = init[0].copy(), init[1].copy()
+    clf.fit(scaler.transform(x), y)
+    clf.scaler_ = scaler
+    return clf
 
 
-def _fit_predict(x, y, tx, c: float, max_iter: int, unlabelled=None):
-    """(test probabilities, classes) of one fit on (x, y), on one thread: single-threaded fits side
-    by side beat BLAS threads on these small problems (README), and give the same numbers on any machine."""
+def _fit_predict(x, y, tx, c: float, max_iter: int, unlabelled=None, init=None):
+    """(test probabilities, classes, iterations) of one fit on (x, y), on one thread: single-threaded
+    fits side by side beat BLAS threads on these problems, and give the same numbers on any machine."""
     with threadpool_limits(1):
-        proba, classes = fit_logistic(x, y, c, max_iter, unlabelled)
-        return proba(tx), classes
+        clf = fit_logistic(x, y, c, max_iter, unlabelled, init)
+        return clf.predict_proba(clf.scaler_.transform(tx)), clf.classes_, int(clf.n_iter_.max())
 
 
-def _accuracy(x, y, tx, ty, c: float, max_iter: int) -> float:
-    p, classes = _fit_predict(x, y, tx, c, max_iter)
-    return float(np.mean(classes[p.argmax(1)] == ty))
+def c_path(x, y, vx, vy, grid, max_iter: int) -> list[tuple[float, tuple, int]]:
+    """The C grid in increasing order on (x, y), each fit warm-started from the previous C's solution
+    (the optimum moves little from one C to the next, so L-BFGS starts near it); for each C its
+    held-out accuracy on (vx, vy), its solution and its iterations. One thread (see _fit_predict)."""
+    out, init = [], None
+    with threadpool_limits(1):
+        scaler = StandardScaler().fit(x)
+        xs, vs = scaler.transform(x), scaler.transform(vx)
+        clf = LogisticRegression(max_iter=max_iter, warm_start=True)
+        for c in sorted(grid):
+            clf.set_params(C=float(c))
+            clf.fit(xs, y)
+            acc = float(np.mean(clf.classes_[clf.predict_proba(vs).argmax(1)] == vy))
+            out.append((acc, (clf.coef_.copy(), clf.intercept_.copy()), int(clf.n_iter_.max())))
+    return out
 
 
 def _pool(jobs: int | None):
@@ -83,24 +104,28 @@ def shot_indices(y: np.ndarray, shots: int, draws: int, seed: int) -> list[np.nd
 def evaluate_all(feats: dict[str, dict], cfg: dict, jobs: int | None = None) -> dict[str, tuple[dict, np.ndarray]]:
     """Metrics and linear-probe test predictions of every encoder in feats (name -> features).
 
-    Every logistic-regression fit of every encoder - the C grid on the held-out part of train, the
-    refit on all of train, the few-shot draws - is one single-threaded job in a pool of `jobs`
-    processes (default: one per core), so the fits run side by side: on CIFAR-10 (50,000 x 512) one
-    fit takes up to a minute, and encoders one after the other with BLAS threads took minutes."""
+    Each encoder's C path (c_path: the grid warm-started in increasing order on the held-out split),
+    then each refit on all of train and the few-shot draws, are single-threaded jobs in a pool of
+    `jobs` processes (default: one per core the process may use), so the fits run side by side. A tie
+    in held-out accuracy goes to the smallest C, as before. `iterations` in the result: L-BFGS
+    iterations of each C of the path and of the refit (the cost driver: each is O(N x D x K))."""
     from joblib import delayed
 
     grid = np.geomspace(cfg["c_min"], cfg["c_max"], cfg["c_num"])
     it, shots, draws = cfg["max_iter"], cfg["shots"], cfg["shot_draws"]
+    feats = {name: {**f, "train_x": f["train_x"].astype(np.float32, copy=False),
+                    "test_x": f["test_x"].astype(np.float32, copy=False)} for name, f in feats.items()}
     held = {name: _held_out(f["train_x"], f["train_y"], cfg["val_fraction"], cfg["seed"]) for name, f in feats.items()}
     draw_idx = {name: shot_indices(f["train_y"], shots, draws, cfg["seed"]) for name, f in feats.items()}
     with _pool(jobs) as pool:
-        keys = [(name, float(c)) for name in feats for c in grid]
-        scores = pool(delayed(_accuracy)(held[n][0], held[n][2], held[n][1], held[n][3], c, it) for n, c in keys)
-        chosen = {name: float(grid[int(np.argmax(scores[i * len(grid):(i + 1) * len(grid)]))])
-                  for i, name in enumerate(feats)}
+        paths = dict(zip(feats, pool(delayed(c_path)(held[n][0], held[n][2], held[n][1], held[n][3], grid, it)
+                                     for n in feats)))
+        best = {name: int(np.argmax([acc for acc, _, _ in paths[name]])) for name in feats}  # first max: smallest C
+        chosen = {name: float(sorted(grid)[best[name]]) for name in feats}
         fits = [(name, None) for name in feats] + [(name, idx) for name in feats for idx in draw_idx[name]]
         outs = pool(
-            delayed(_fit_predict)(feats[n]["train_x"], feats[n]["train_y"], feats[n]["test_x"], chosen[n], it)
+            delayed(_fit_predict)(feats[n]["train_x"], feats[n]["train_y"], feats[n]["test_x"], chosen[n], it,
+                                  None, paths[n][best[n]][1])
             if idx is None else
             delayed(_fit_predict)(feats[n]["train_x"][idx], feats[n]["train_y"][idx], feats[n]["test_x"],
                                   cfg["shot_c"], it, feats[n]["train_x"])
@@ -109,13 +134,10 @@ def evaluate_all(feats: dict[str, dict], cfg: dict, jobs: int | None = None) -> 
     for name, f in feats.items():
         x, y, tx, ty = f["train_x"], f["train_y"], f["test_x"], f["test_y"]
         mine = [out for (n, _), out in zip(fits, outs) if n == name]
-        (p, classes), shot_outs = mine[0], mine[1:]
+        (p, classes, refit_iter), shot_outs = mine[0], mine[1:]
         pred = classes[p.argmax(1)]
-        accs = [float(np.mean(cl[sp.argmax(1)] == ty)) for sp, cl in shot_outs]
-        knn = knn_predict(x.astype(np.float64), y, tx.astype(np.float64), cfg["knn_k"], cfg["knn_t"],
-                          len(f["classes"])).numpy()
-        vote = knn_predict(x.astype(np.float64), y, tx.astype(np.float64), cfg["vote_k"], None,
-                           len(f["classes"])).numpy()
+        accs = [float(np.mean(cl[sp.argmax(1)] == ty)) for sp, cl, _ in shot_outs]
+        knn, vote = knn_both(x, y, tx, cfg, len(f["classes"]))
         result[name] = ({
             "linear_top1": float(np.mean(pred == ty)),
             "linear_top5": topk(p, classes, ty, 5),
@@ -124,13 +146,31 @@ def evaluate_all(feats: dict[str, dict], cfg: dict, jobs: int | None = None) -> 
             "fewshot_std": float(np.std(accs)),
             "knn_top1": float(np.mean(knn == ty)),
             "knn_vote_top1": float(np.mean(vote == ty)),
-        }, pred)
+        }, pred, {"c_path": [n for _, _, n in paths[name]], "refit": refit_iter})
     return result
+
+
+def knn_device():
+    import torch
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def knn_both(x, y, tx, cfg: dict, n_classes: int, device=None, dtype=None):
+    """(weighted kNN, majority-vote kNN) test predictions, float32 on the GPU when there is one:
+    the features once on the device, 1,024 test rows at a time against all of train (knn.py)."""
+    import torch
+    device = device or knn_device()
+    dtype = dtype or torch.float32
+    tr = torch.as_tensor(x).to(device, dtype)
+    te = torch.as_tensor(tx).to(device, dtype)
+    knn = knn_predict(tr, y, te, cfg["knn_k"], cfg["knn_t"], n_classes).cpu().numpy()
+    vote = knn_predict(tr, y, te, cfg["vote_k"], None, n_classes).cpu().numpy()
+    return knn, vote
 
 
 def evaluate(feats: dict, cfg: dict, jobs: int | None = None) -> tuple[dict, np.ndarray]:
     """Metrics of one encoder's features, and its linear probe's test predictions."""
-    return evaluate_all({"encoder": feats}, cfg, jobs)["encoder"]
+    return evaluate_all({"encoder": feats}, cfg, jobs)["encoder"][:2]
 
 
 FEATURE_KEYS = ("train_x", "train_y", "test_x", "test_y", "classes")
@@ -172,7 +212,8 @@ def probe(params: dict, features_dir: Path, metrics_path: Path, plots_dir: Path,
     log(f"probe: {len(ENCODERS)} encoders evaluated in {time.perf_counter() - start:.1f}s")
     for name in ENCODERS:
         feats = loaded[name]
-        metrics, pred = evaluated[name]
+        metrics, pred, iterations = evaluated[name]
+        log(f"probe: {name}: L-BFGS iterations along the C path {iterations['c_path']}, refit {iterations['refit']}")
         result[name] = {k: round(v, 6) for k, v in metrics.items()}
         log(f"probe: {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         classes, ty = feats["classes"], feats["test_y"]
