@@ -141,17 +141,23 @@ def versions(before: Path) -> dict:
 
 
 def run_case(rows, name, root, work, code, split, size, images, crop="squash"):
+    import shutil
+
     for version, src in code.items():
-        env = {**os.environ, "PYTHONPATH": str(src), "SIMCLR_CACHE": str(work / f"cache-{version}-{name}")}
+        cache = work / f"cache-{version}-{name}"
+        shutil.rmtree(cache, ignore_errors=True)  # every decode below is a cold one
+        env = {**os.environ, "PYTHONPATH": str(src), "SIMCLR_CACHE": str(cache)}
         manifest = work / f"{name}-{version}.json"
         v = measured([sys.executable, "-c", VALIDATE, str(root), str(manifest)], env)
         rows.append({"dataset": name, "version": version, "step": "validate", "images": images["all"], **v})
+        print(rows[-1], flush=True)
         if version == "before" and split == "unlabelled":
             continue
         script = DECODE_BEFORE if version == "before" else DECODE_AFTER
         d = measured([sys.executable, "-c", script, str(manifest), split, str(size), crop], env)
         rows.append({"dataset": name, "version": version, "step": f"decode {split} at {size}"
                      + (" (crop)" if crop == "crop" else ""), "images": images[split], **d})
+        print(rows[-1], flush=True)
         if version == "after":  # a hit: the entry is mapped, not loaded
             h = measured([sys.executable, "-c", script, str(manifest), split, str(size), crop], env)
             rows.append({"dataset": name, "version": version, "step": f"cache hit {split}", "images": images[split], **h})
@@ -190,11 +196,11 @@ def pretrain_throughput(work: Path, stl: Path, repeats: int) -> list[dict]:
             r = measured([str(Path(sys.executable).parent / "simclr"), "pretrain", "--params", str(pfile),
                           "--manifest", str(manifest), "--model", str(out / "m.pt"), "--live-dir", str(out / "live"),
                           "--checkpoint-dir", str(out / f"ckpt{rep}")], env)
-            history = [json.loads(line) for line in (out / "live" / "metrics.json").read_text().splitlines()[:1]]
             per_epoch = [float(x.split("\t")[-1]) for x in
                          (out / "live" / "plots" / "metrics" / "views_per_s.tsv").read_text().splitlines()[1:]]
             rows.append({"feed": feed, "repeat": rep, "views_per_s_after_first": round(float(np.mean(per_epoch[1:])), 1),
-                         "seconds": r["seconds"], "tree_anon": r["tree_anon"], "summary": history})
+                         "seconds": r["seconds"], "tree_anon": r["tree_anon"]})
+            print(rows[-1], flush=True)
     return rows
 
 
@@ -225,6 +231,8 @@ def main() -> None:
         run_case(rows, "stl as train 96 px", stl_train, work, code, "train", 96, {"all": 108000, "train": 100000})
     if "224" in only:
         run_case(rows, "photos 500x375", big, work, code, "train", 224, {"all": 11000, "train": 10000})
+        import shutil
+        shutil.rmtree(work / "cache-after-crop", ignore_errors=True)
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SIMCLR_CACHE": str(work / "cache-after-crop")}
         d = measured([sys.executable, "-c", DECODE_AFTER, str(work / "photos 500x375-after.json"), "train", "224", "crop"], env)
         rows.append({"dataset": "photos 500x375", "version": "after", "step": "decode train at 224 (crop)",
