@@ -32,7 +32,7 @@ PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
 def test_presets_validate_over_params_yaml_and_hold_only_what_they_change(preset):
     base = config.load_params(ROOT / "params.yaml")
     params = config.load_params(ROOT / "params.yaml", preset)
-    assert params["data"]["source"] in ("cifar10", "folder")
+    assert params["data"]["source"] in ("cifar10", "stl10", "folder")
     own = yaml.safe_load(preset.read_text())
     for key in all_keys(own):
         if not isinstance(config.get(own, key), dict):
