@@ -95,7 +95,7 @@ def probe_params(work: Path, kind: str) -> Path:
 
 def run_probe(src: Path, features: Path, params: Path, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src)}
-    cmd = [sys.executable, "-c", "from simclr.cli import main; main()", "probe", "--features-dir", str(features),
+    cmd = [sys.executable, "-c", "import sys; from simclr.cli import main; sys.exit(main())", "probe", "--features-dir", str(features),
            "--metrics", str(out / "probe.json"), "--plots-dir", str(out / "plots"), "--params", str(params)]
     t = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -185,7 +185,12 @@ def main() -> None:
         result[kind]["after"] = run_probe(ROOT / "src", feats, params, work / f"out-{kind}-after")
         print(f"{kind} after: {result[kind]['after']['seconds']} s", flush=True)
         if kind == "cifar":
-            result[kind]["before"] = run_probe(before / "src", feats, params, work / f"out-{kind}-before")
+            import yaml  # the earlier schema has no probe.c_patience: the earlier code is the whole grid
+            old = yaml.safe_load(params.read_text())
+            old["probe"].pop("c_patience", None)
+            old_params = work / "params-before.yaml"
+            old_params.write_text(yaml.safe_dump(old))
+            result[kind]["before"] = run_probe(before / "src", feats, old_params, work / f"out-{kind}-before")
             print(f"{kind} before: {result[kind]['before']['seconds']} s", flush=True)
     if "cifar" in only:
         result["knn"] = knn_agreement(cifar)
