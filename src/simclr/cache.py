@@ -12,8 +12,9 @@ so a new entry; delete the folder freely. Building an entry:
   same bytes, writing the pixels straight into the file at their row (os.pwrite, no mapping);
 - peak resident memory: the parent holds the file list and one hash per image (measured: 0.8 KiB
   per image with the paths and the pool's bookkeeping, whatever the image size, above the 283 MiB
-  that importing torch takes); each worker one image at a time and its chunk's list. The pixels go to the page cache, which the kernel evicts under pressure, never
-  to the processes' own memory (benchmarks/decode_scale.py measures it);
+  that importing torch takes); each worker one image at a time and its chunk's list. The pixels go
+  to the page cache, which the kernel evicts under pressure, never to the processes' own memory
+  (benchmarks/decode_scale.py measures it);
 - one builder: an flock on <entry>.lock; every other process (a DDP rank, a second stage) waits for
   it and then maps the finished file;
 - atomic: the pixels are written to a temp file renamed into place once checked, then the labels.

@@ -4,11 +4,12 @@ Resident (the split fits runtime.resident_mib): the chosen rows are copied to th
 batch is one index into them, as before streaming existed. Streamed (it does not fit): each batch is
 gathered from the memory-mapped decode cache (cache.py) into pinned memory by a background thread, one
 batch ahead of the step, and copied to the device. Both give the same uint8 batch for the same indices,
-so a streamed run and a resident run of the same params train the same weights (tests/test_feed.py),
+so a streamed run and a resident run of the same params train the same weights (tests/test_scale.py),
 and resuming is unaffected: the order is pretrain's, not the feed's.
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -20,7 +21,6 @@ def default_budget_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory / 2**20 / 2
     try:
-        import os
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 / 4
     except (ValueError, OSError, AttributeError):
         return 4096.0

@@ -61,8 +61,8 @@ def c_path(x, y, vx, vy, grid, max_iter: int, patience: int | None = None) -> li
     """The C grid in increasing order on (x, y), each fit warm-started from the previous C's solution;
     for each C its held-out accuracy on (vx, vy), its solution and its iterations. With `patience`,
     the path stops once that many C values in a row score below the best so far (the larger C are
-    the slow fits: on CIFAR-10 features the last two of nine took a third of the path and never
-    won). One thread (see _fit_predict)."""
+    the slow fits: on CIFAR-10 features the last two fitted took about half of the path's L-BFGS
+    iterations and did not win, docs/results.md). One thread (see _fit_predict)."""
     out, behind = [], 0
     with threadpool_limits(1):
         scaler = StandardScaler().fit(x)
