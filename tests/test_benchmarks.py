@@ -74,3 +74,50 @@ def test_profile_epoch_writes_the_breakdown_and_the_profiler_table(tmp_path):
     assert sum(report["parts_s"].values()) <= report["wall_s"] and all(v > 0 for v in report["parts_s"].values())
     text = (out / "profile.md").read_text()
     assert "| backward |" in text and "Self CPU" in text  # the shares and torch.profiler's table
+
+
+def test_cpu_step_times_each_setting_and_traces_fill(tmp_path):
+    """benchmarks/cpu_step.py on a micro dataset (no peer, no compile): every setting asked is timed, and
+    the profile of `today` (deterministic mode filling new tensors) shows aten::fill_, the fastest less."""
+    from conftest import prepare_micro
+
+    base, _ = prepare_micro(tmp_path / "p")
+    out = tmp_path / "cpu_step.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_step.py"), "--manifest",
+                           str(base / "manifest.json"), "--settings", "today,fp32,bf16", "--rounds", "1", "--steps",
+                           "1", "--no-peer", "--no-cold", "--no-avx2", "--json", str(out)],
+                          capture_output=True, text=True, env=tool_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["images_per_s"]) == {"today", "fp32", "bf16"}
+    assert all(len(v) == 1 and v[0] > 0 for v in result["images_per_s"].values())
+    assert "| today |" in proc.stdout and "| bf16 |" in proc.stdout
+
+    def fill(name):
+        return sum(row["self_share"] for row in result["profile"][name] if row["op"] == "aten::fill_")
+
+    assert fill("today") > 0.02
+    fastest = [n for n in result["profile"] if n != "today"]
+    assert all(fill(n) < fill("today") / 2 for n in fastest)
+
+
+@pytest.mark.slow
+def test_cpu_time_to_accuracy_runs_today_and_the_preset_and_scores_both(tmp_path):
+    """benchmarks/cpu_time_to_accuracy.py on a micro dataset, without the peer (lightly is not a test
+    dependency): today's schedule sets the budget, the preset runs as committed, both are scored."""
+    from conftest import prepare_micro
+
+    base, _ = prepare_micro(tmp_path / "p")
+    out = tmp_path / "tta.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_time_to_accuracy.py"), "--manifest",
+                           str(base / "manifest.json"), "--seeds", "0", "--sides", "today,preset", "--json", str(out)],
+                          capture_output=True, text=True, env=tool_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    (today,), (preset,) = result["rows"]["today"], result["rows"]["preset"]
+    assert result["budget_s"] == pytest.approx(today["pretrain_s"])
+    assert (today["epochs"], today["precision"]) == (5, "fp32")
+    assert preset["epochs"] == 7 and preset["precision"] in ("fp32", "bf16")  # auto, resolved
+    for row in (today, preset):
+        assert 0 < row["knn_top1"] <= 1 and 0 < row["knn_vote_top1"] <= 1
+    assert "| today |" in proc.stdout and "| preset |" in proc.stdout

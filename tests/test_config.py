@@ -46,12 +46,16 @@ def test_the_cpu_preset_is_the_measured_one():
     """Keys the CPU preset inherits must stay what README's Results measured (a changed default would move them)."""
     p = config.load_params(ROOT / "params.yaml", ROOT / "configs" / "cifar10-cpu.yaml")
     measured = {"model.arch": "resnet18", "model.width": 16, "model.input_size": 16, "model.proj_dim": 128,
-                "train.epochs": 5, "train.batch_size": 256, "train.images_per_class": None, "train.temperature": 0.5,
+                "train.epochs": 7, "train.precision": "auto", "train.compile": False, "train.batch_size": 256,
+                "train.images_per_class": None, "train.temperature": 0.2, "extract.precision": "fp32",
                 "optim.name": "sgd", "optim.base_lr": 0.1, "optim.weight_decay": 1e-3, "optim.momentum": 0.9,
                 "optim.warmup_epochs": 0, "augment.crop_scale": [0.2, 1.0], "augment.flip_p": 0.5,
                 "augment.jitter_strength": 0.5, "augment.jitter_p": 0.8, "augment.gray_p": 0.2,
                 "data.source": "folder", "probe.shots": 5, "probe.knn_k": 200}
     assert {k: config.get(p, k) for k in measured} == measured
+    # its header cites solo-learn's CIFAR temperature: the one tests/test_recipes.py checks for cifar10-resnet18
+    solo = config.load_params(ROOT / "params.yaml", ROOT / "configs" / "cifar10-resnet18.yaml")
+    assert config.get(p, "train.temperature") == config.get(solo, "train.temperature") == 0.2
 
 
 def test_the_b9_preset_is_appendix_b9():

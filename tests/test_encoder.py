@@ -41,6 +41,23 @@ def test_the_loaded_encoder_gives_extracts_features(trained):
 
 
 @pytest.mark.slow
+def test_extract_compiled_gives_the_eager_features(trained, tmp_path):
+    """extract.compile: torch.compile of the encoder, batches of 7 so the last one is smaller (a second
+    compile), features equal to the eager run's within float32 reassociation."""
+    from simclr import config
+    from simclr.extract import extract
+
+    params = config.validate_params({"extract": {"compile": True, "batch_size": 7}})
+    logged = []
+    extract(params, trained["manifest"], trained["model"], tmp_path, log=logged.append)
+    for name in ("simclr", "random"):
+        eager, compiled = np.load(trained["features"] / f"{name}.npz"), np.load(tmp_path / f"{name}.npz")
+        for key in ("train_x", "test_x"):
+            assert compiled[key].shape == eager[key].shape
+            np.testing.assert_allclose(compiled[key], eager[key], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
 def test_the_model_file_loads_with_weights_only_and_carries_its_metadata(trained):
     import json
 

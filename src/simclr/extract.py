@@ -30,6 +30,7 @@ def extract(params: dict, manifest_path: Path, model_path: Path, out_dir: Path, 
                         f"but {manifest_path} describes {manifest['content_hash'][:12]}; rerun pretrain")
     trained_with = checkpoint["params"]
     device = rt.set_up(params["runtime"])
+    params = rt.with_precision(params, "extract", device, log)
     random_init = model_lib.build(trained_with, trained_with["train"]["seed"])  # the same draw, left untrained
     cfg = params["extract"]
     splits = {split: load_split(manifest, split, *stored(trained_with["model"])) for split in SPLITS}  # mapped
@@ -37,10 +38,11 @@ def extract(params: dict, manifest_path: Path, model_path: Path, out_dir: Path, 
         encoder = net.encoder.to(device)
         if cfg["channels_last"]:
             encoder = encoder.to(memory_format=torch.channels_last)
+        run = torch.compile(encoder) if cfg["compile"] else encoder
         arrays = {}
         for split, (images, labels, classes) in splits.items():
             arrays[f"{split}_x"] = features(
-                encoder, images, cfg["batch_size"], device, lambda: rt.autocast(device, cfg["precision"]),
+                run, images, cfg["batch_size"], device, lambda: rt.autocast(device, cfg["precision"]),
                 cfg["channels_last"], desc=f"extract: {name} {split}", log=log,
                 size=trained_with["model"]["input_size"]).cpu().numpy()
             arrays[f"{split}_y"] = labels.numpy()

@@ -282,6 +282,8 @@ def train_epochs(s: Setup, train: dict, runtime: dict, live, log, rank: int) -> 
 
 
 def _pretrain(params, manifest_path, model_path, live_dir, checkpoint_dir, log, rank, world, local_rank):
+    # train.precision auto is resolved once: the run's fingerprint and the model file hold what ran
+    params = rt.with_precision(params, "train", rt.pick_device(params["runtime"]["device"], local_rank), log)
     s = set_up(params, manifest_path, checkpoint_dir, log, rank, world, local_rank)
     try:
         live = open_live(live_dir, s.run.rows) if rank == 0 else None

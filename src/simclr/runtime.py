@@ -32,6 +32,38 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n or len(os.sched_getaffinity(0)))
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) below AVX-512 BF16: oneDNN then runs bf16 without bf16 units
+_NO_BF16_ISA = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+def cpu_bf16_units() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX-512 BF16 or AMX) and oneDNN may use it.
+    Without them bf16 autocast is emulated and slower than fp32 (docs/results.md, CPU speed)."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _NO_BF16_ISA:
+        return False
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu, torch >= 2.3
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' where `device` has bf16 units, else 'fp32'; 'fp32' and 'bf16' unchanged."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_bf16_units() else "fp32"
+
+
+def with_precision(params: dict, section: str, device: torch.device, log=print) -> dict:
+    """A copy of params with `section`.precision resolved (logged when it was auto)."""
+    asked = params[section]["precision"]
+    got = resolve_precision(asked, device)
+    if asked == "auto":
+        log(f"{section}.precision auto: {got} on {device} "
+            f"({'has' if got == 'bf16' else 'no'} bf16 units)")
+    return {**params, section: {**params[section], "precision": got}}
+
+
 def autocast(device: torch.device, precision: str):
     """bf16 autocast for train.precision / extract.precision 'bf16'; a no-op for 'fp32'."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
