@@ -60,15 +60,20 @@ def test_install_skips_what_is_there_and_refuses_an_empty_wheel_folder(tmp_path,
     assert "numpy" in capsys.readouterr().out and not (tmp_path / "site").exists()
 
 
-def test_profile_epoch_writes_the_breakdown_and_the_profiler_table(tmp_path):
+def run_on_micro(tmp_path, script, *args):
+    """benchmarks/<script> on a micro dataset (conftest.prepare_micro) with its manifest; checks it exits 0."""
     from conftest import prepare_micro
 
     base, _ = prepare_micro(tmp_path / "p")
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_epoch.py"), "--manifest",
-                           str(base / "manifest.json"), "--steps", "2", "--profiled", "1", "--out", str(out)],
-                          capture_output=True, text=True, env=tool_env(), timeout=600)
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--manifest", str(base / "manifest.json"),
+                           *args], capture_output=True, text=True, env=tool_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_profile_epoch_writes_the_breakdown_and_the_profiler_table(tmp_path):
+    out = tmp_path / "out"
+    run_on_micro(tmp_path, "profile_epoch.py", "--steps", "2", "--profiled", "1", "--out", str(out))
     report = json.loads((out / "profile.json").read_text())
     assert set(report["parts_s"]) == {"augmentation", "forward + loss", "backward", "optimiser"}
     assert sum(report["parts_s"].values()) <= report["wall_s"] and all(v > 0 for v in report["parts_s"].values())
@@ -79,15 +84,9 @@ def test_profile_epoch_writes_the_breakdown_and_the_profiler_table(tmp_path):
 def test_cpu_step_times_each_setting_and_traces_fill(tmp_path):
     """benchmarks/cpu_step.py on a micro dataset (no peer, no compile): every setting asked is timed, and
     the profile of `today` (deterministic mode filling new tensors) shows aten::fill_, the fastest less."""
-    from conftest import prepare_micro
-
-    base, _ = prepare_micro(tmp_path / "p")
     out = tmp_path / "cpu_step.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_step.py"), "--manifest",
-                           str(base / "manifest.json"), "--settings", "today,fp32,bf16", "--rounds", "1", "--steps",
-                           "1", "--no-peer", "--no-cold", "--no-avx2", "--json", str(out)],
-                          capture_output=True, text=True, env=tool_env(), timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_on_micro(tmp_path, "cpu_step.py", "--settings", "today,fp32,bf16", "--rounds", "1", "--steps", "1",
+                        "--no-peer", "--no-cold", "--no-avx2", "--json", str(out))
     result = json.loads(out.read_text())
     assert set(result["images_per_s"]) == {"today", "fp32", "bf16"}
     assert all(len(v) == 1 and v[0] > 0 for v in result["images_per_s"].values())
@@ -105,14 +104,8 @@ def test_cpu_step_times_each_setting_and_traces_fill(tmp_path):
 def test_cpu_time_to_accuracy_runs_today_and_the_preset_and_scores_both(tmp_path):
     """benchmarks/cpu_time_to_accuracy.py on a micro dataset, without the peer (lightly is not a test
     dependency): today's schedule sets the budget, the preset runs as committed, both are scored."""
-    from conftest import prepare_micro
-
-    base, _ = prepare_micro(tmp_path / "p")
     out = tmp_path / "tta.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_time_to_accuracy.py"), "--manifest",
-                           str(base / "manifest.json"), "--seeds", "0", "--sides", "today,preset", "--json", str(out)],
-                          capture_output=True, text=True, env=tool_env(), timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_on_micro(tmp_path, "cpu_time_to_accuracy.py", "--seeds", "0", "--sides", "today,preset", "--json", str(out))
     result = json.loads(out.read_text())
     (today,), (preset,) = result["rows"]["today"], result["rows"]["preset"]
     assert result["budget_s"] == pytest.approx(today["pretrain_s"])
