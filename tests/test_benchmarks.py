@@ -71,6 +71,7 @@ def run_on_micro(tmp_path, script, *args):
     return proc
 
 
+@pytest.mark.slow
 def test_profile_epoch_writes_the_breakdown_and_the_profiler_table(tmp_path):
     out = tmp_path / "out"
     run_on_micro(tmp_path, "profile_epoch.py", "--steps", "2", "--profiled", "1", "--out", str(out))
@@ -81,12 +82,18 @@ def test_profile_epoch_writes_the_breakdown_and_the_profiler_table(tmp_path):
     assert "| backward |" in text and "Self CPU" in text  # the shares and torch.profiler's table
 
 
+@pytest.mark.slow
 def test_cpu_step_times_each_setting_and_traces_fill(tmp_path):
     """benchmarks/cpu_step.py on a micro dataset (no peer, no compile): every setting asked is timed, and
     the profile of `today` (deterministic mode filling new tensors) shows aten::fill_, the fastest less."""
-    out = tmp_path / "cpu_step.json"
-    proc = run_on_micro(tmp_path, "cpu_step.py", "--settings", "today,fp32,bf16", "--rounds", "1", "--steps", "1",
-                        "--no-peer", "--no-cold", "--no-avx2", "--json", str(out))
+    import yaml
+
+    out, preset = tmp_path / "cpu_step.json", tmp_path / "preset.yaml"
+    small = yaml.safe_load((ROOT / "configs" / "cifar10-cpu.yaml").read_text())
+    small["train"]["batch_size"] = 32  # bf16 is emulated (10x slower) on CPUs without bf16 units
+    preset.write_text(yaml.safe_dump(small))
+    proc = run_on_micro(tmp_path, "cpu_step.py", "--preset", str(preset), "--settings", "today,fp32,bf16",
+                        "--rounds", "1", "--steps", "1", "--no-peer", "--no-cold", "--no-avx2", "--json", str(out))
     result = json.loads(out.read_text())
     assert set(result["images_per_s"]) == {"today", "fp32", "bf16"}
     assert all(len(v) == 1 and v[0] > 0 for v in result["images_per_s"].values())

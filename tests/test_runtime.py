@@ -3,7 +3,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow
 def test_openmp_waits_passively_unless_the_user_chose(tmp_path):
     """A spinning OpenMP pool collapses CPU training on a shared machine (README, Runtime): simclr sets
     OMP_WAIT_POLICY=PASSIVE before torch starts, and leaves a policy the user set alone."""

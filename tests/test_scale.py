@@ -77,6 +77,7 @@ def test_a_stale_or_foreign_cache_entry_is_rebuilt_never_trusted(stl_like, tmp_p
         assert torch.equal(again, good)
 
 
+@pytest.mark.slow
 def test_one_process_builds_the_entry_while_another_waits(stl_like, tmp_path):
     """Two processes ask for the same entry at once (DDP ranks, two stages): one decodes, both map it."""
     m = check(stl_like).manifest
