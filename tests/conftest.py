@@ -153,24 +153,14 @@ def torch_equal(a, b) -> bool:
     return torch.equal(a, b)
 
 
-# The whole suite runs on 2 pytest-xdist workers (pyproject.toml: -n auto --dist loadgroup; 18 -> 13 min
-# on this 2-core machine, docs/development.md). A narrowed run (-m, -k: `pytest -m "not slow"`, the
-# working loop) runs in this process: there, the workers' start-up and two pools of torch threads on 2
-# cores cost more than they save (1 min 9 s serial, 1 min 42 s on 2 workers). An explicit -n wins.
-SHARES_DVC_BASELINE = {"test_dag", "test_dvc", "test_encoder", "test_stale", "test_workflow"}
-
-
+# The whole suite runs on 2 pytest-xdist workers, a module's tests on one (pyproject.toml: -n auto
+# --dist loadfile; 17 min 58 s -> 13 min 17 s on a 2-core Zen 3, docs/development.md). A narrowed run
+# (-m, -k: `pytest -m "not slow"`, the working loop) runs in this process: there, the workers' start-up
+# and two pools of torch threads on 2 cores cost more than they save (1 min 9 s serial, 1 min 42 s on
+# 2 workers). An explicit -n wins.
 def pytest_xdist_auto_num_workers(config):
     narrowed = config.option.markexpr or config.option.keyword
     return 0 if narrowed or (os.cpu_count() or 1) < 2 else 2
-
-
-def pytest_collection_modifyitems(items):
-    """A module's tests on one worker (its module-scoped fixtures built once); the modules that share the
-    session fixture dvc_baseline (a micro `dvc repro`, then `snakemake` in a clone: about 80 s) on one too."""
-    for item in items:
-        module = item.path.stem
-        item.add_marker(pytest.mark.xdist_group("dvc_baseline" if module in SHARES_DVC_BASELINE else module))
 
 
 @pytest.fixture(scope="session", autouse=True)
