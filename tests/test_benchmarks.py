@@ -112,7 +112,8 @@ def test_cpu_time_to_accuracy_runs_today_and_the_preset_and_scores_both(tmp_path
     """benchmarks/cpu_time_to_accuracy.py on a micro dataset, without the peer (lightly is not a test
     dependency): today's schedule sets the budget, the preset runs as committed, both are scored."""
     out = tmp_path / "tta.json"
-    proc = run_on_micro(tmp_path, "cpu_time_to_accuracy.py", "--seeds", "0", "--sides", "today,preset", "--json", str(out))
+    proc = run_on_micro(tmp_path, "cpu_time_to_accuracy.py", "--seeds", "0", "--sides", "today,preset",
+                        "--json", str(out))
     result = json.loads(out.read_text())
     (today,), (preset,) = result["rows"]["today"], result["rows"]["preset"]
     assert result["budget_s"] == pytest.approx(today["pretrain_s"])
