@@ -105,6 +105,28 @@ def overrides(args) -> dict:
     return out
 
 
+def summary(rows: dict[str, list[dict]], budget: float | None) -> list[str]:
+    """The table of the sides run, and the preset's worst k=10 vote minus the peer's best. With --match
+    and no `today`, there is no one budget: each peer ran for its seed's preset time (budget None)."""
+    head = (f"pretraining budget {budget:.0f} s" if budget is not None
+            else "pretraining budget: each seed's preset time (--match)")
+    lines = [f"{head} on {torch.get_num_threads()} threads, torch {torch.__version__}", "",
+             "| side | pretraining s | schedule | kNN k=10 vote (seeds) | kNN k=200 (seeds) |",
+             "| --- | --- | --- | --- | --- |"]
+    for side, rs in rows.items():
+        sched = (f"{rs[0]['steps']}-{rs[-1]['steps']} steps" if side == "peer"
+                 else f"{rs[0]['epochs']} epochs, {rs[0]['precision']}")
+        seconds = ", ".join(f"{r['pretrain_s']:.0f}" for r in rs)
+        vote = ", ".join(f"{100 * r['knn_vote_top1']:.2f}" for r in rs)
+        knn = ", ".join(f"{100 * r['knn_top1']:.2f}" for r in rs)
+        lines.append(f"| {side} | {seconds} | {sched} | {vote} | {knn} |")
+    if "preset" in rows and "peer" in rows:
+        lo = min(r["knn_vote_top1"] for r in rows["preset"])
+        hi = max(r["knn_vote_top1"] for r in rows["peer"])
+        lines.append(f"\npreset's worst kNN k=10 vote minus the peer's best: {100 * (lo - hi):+.2f} points")
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--manifest", required=True, help="the dataset manifest from validate (real CIFAR-10)")
@@ -157,24 +179,10 @@ def main() -> int:
         ours = run("preset", seed, None) if "preset" in sides else None
         if "peer" in sides:
             run("peer", seed, ours["pretrain_s"] if args.match and ours else budget)
-    lines = [f"pretraining budget {budget:.0f} s on {torch.get_num_threads()} threads, torch {torch.__version__}", "",
-             "| side | pretraining s | schedule | kNN k=10 vote (seeds) | kNN k=200 (seeds) |",
-             "| --- | --- | --- | --- | --- |"]
-    for side, rs in rows.items():
-        sched = (f"{rs[0]['steps']}-{rs[-1]['steps']} steps" if side == "peer"
-                 else f"{rs[0]['epochs']} epochs, {rs[0]['precision']}")
-        seconds = ", ".join(f"{r['pretrain_s']:.0f}" for r in rs)
-        vote = ", ".join(f"{100 * r['knn_vote_top1']:.2f}" for r in rs)
-        knn = ", ".join(f"{100 * r['knn_top1']:.2f}" for r in rs)
-        lines.append(f"| {side} | {seconds} | {sched} | {vote} | {knn} |")
-    if "preset" in rows and "peer" in rows:
-        lo = min(r["knn_vote_top1"] for r in rows["preset"])
-        hi = max(r["knn_vote_top1"] for r in rows["peer"])
-        lines.append(f"\npreset's worst kNN k=10 vote minus the peer's best: {100 * (lo - hi):+.2f} points")
-    print("\n".join(lines))
-    if args.json:
+    if args.json:  # the measured rows first: a run of an hour is not lost to its summary
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"budget_s": budget, "rows": rows}, indent=1))
+    print("\n".join(summary(rows, budget)))
     return 0
 
 

@@ -8,6 +8,7 @@ import pytest
 from conftest import ROOT, make_layout, tool_env
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import cpu_time_to_accuracy  # noqa: E402
 import gpu_node_env  # noqa: E402
 
 
@@ -122,3 +123,21 @@ def test_cpu_time_to_accuracy_runs_today_and_the_preset_and_scores_both(tmp_path
     for row in (today, preset):
         assert 0 < row["knn_top1"] <= 1 and 0 < row["knn_vote_top1"] <= 1
     assert "| today |" in proc.stdout and "| preset |" in proc.stdout
+
+
+def test_time_to_accuracy_summary_with_matched_budgets_names_them_and_the_lead():
+    """--match without `today` has no one budget (each peer ran for its seed's preset time): the summary
+    says so instead of failing on it (it did, after an hour of runs), and the lead is the preset's
+    worst k=10 vote minus the peer's best."""
+    def row(seed, s, vote, **kw):
+        return {"seed": seed, "pretrain_s": s, "knn_vote_top1": vote, "knn_top1": vote - 0.01, **kw}
+
+    rows = {"preset": [row(0, 600.0, 0.50, epochs=7, precision="fp32"),
+                       row(1, 480.0, 0.48, epochs=7, precision="fp32")],
+            "peer": [row(0, 600.4, 0.47, steps=700, budget_s=600.0), row(1, 480.2, 0.45, steps=480, budget_s=480.0)]}
+    lines = cpu_time_to_accuracy.summary(rows, None)
+    assert lines[0].startswith("pretraining budget: each seed's preset time (--match)")
+    assert "| preset | 600, 480 | 7 epochs, fp32 | 50.00, 48.00 | 49.00, 47.00 |" in lines
+    assert "| peer | 600, 480 | 700-480 steps | 47.00, 45.00 | 46.00, 44.00 |" in lines
+    assert lines[-1].endswith(f"{100 * (0.48 - 0.47):+.2f} points")
+    assert cpu_time_to_accuracy.summary(rows, 540.0)[0].startswith("pretraining budget 540 s")
