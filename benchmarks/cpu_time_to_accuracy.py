@@ -39,6 +39,7 @@ from simclr import config, runtime as rt
 from simclr.cache import load_split
 from simclr.data import read_manifest
 from simclr.encoder import features, load_trained
+from simclr.io import write_json
 from simclr.pretrain import pretrain
 from simclr.probe import knn_both
 
@@ -180,8 +181,7 @@ def main() -> int:
         if "peer" in sides:
             run("peer", seed, ours["pretrain_s"] if args.match and ours else budget)
     if args.json:  # the measured rows first: a run of an hour is not lost to its summary
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"budget_s": budget, "rows": rows}, indent=1))
+        write_json(args.json, {"budget_s": budget, "rows": rows})
     print("\n".join(summary(rows, budget)))
     return 0
 
