@@ -7,7 +7,9 @@ Each setting runs pretrain's own step (simclr.pretrain.train_step with view_make
 preset's network, optimiser, channels_last and deterministic kernels) on the real decoded train images,
 in one process, alternating setting by setting for --rounds rounds after a warm-up each:
 
-    today          fp32, eager, deterministic mode filling new tensors with NaN (the code before #35)
+    today          the preset and code before #35: benchmarks/cifar10-cpu-today.yaml's network and stored size
+                   (width 16, crops from images stored at 16 px), fp32, eager, deterministic mode filling new
+                   tensors with NaN
     fp32           fp32, eager (fill_uninitialized_memory off, as runtime.set_determinism now sets it)
     bf16           bf16 autocast, eager
     fp32+compile   torch.compile of the network and of the augmentation's rendering
@@ -37,12 +39,14 @@ from pathlib import Path
 import torch
 
 from simclr import config, model as model_lib, optim as optim_lib, runtime as rt
-from simclr.cache import load_split
+from simclr.cache import load_split, stored
 from simclr.data import read_manifest
 from simclr.pretrain import train_step, view_maker
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from cpu_time_to_accuracy import TODAY  # noqa: E402  (the preset before #35)
+
 SETTINGS = {"today": ("fp32", False, True), "fp32": ("fp32", False, False), "bf16": ("bf16", False, False),
             "fp32+compile": ("fp32", True, False), "bf16+compile": ("bf16", True, False)}  # precision, compile, fill
 
@@ -121,8 +125,12 @@ def top_ops(runner: Ours, steps: int = 3) -> list[dict]:
 def load(args) -> tuple[dict, torch.Tensor]:
     params = config.load_params(args.params_file)
     rt.set_up(params["runtime"], params["train"]["deterministic"], 0)
-    images, _, _ = load_split(read_manifest(args.manifest), "train", params["model"]["input_size"])
-    return params, images
+    return params, train_images(args.manifest, params)
+
+
+def train_images(manifest: str, params: dict) -> torch.Tensor:
+    size, crop = stored(params["model"])  # as pretrain's feed stores them (model.stored_size, else input_size)
+    return load_split(read_manifest(manifest), "train", size, crop)[0]
 
 
 def main() -> int:
@@ -154,7 +162,9 @@ def main() -> int:
     params, images = load(args)
     names = args.settings.split(",") if args.settings else [
         n for n in SETTINGS if not (args.no_compile and SETTINGS[n][1])]
-    runners = {n: Ours(params, n, images) for n in names}
+    today = config.load_params(ROOT / "params.yaml", TODAY)
+    runners = {n: Ours(today, n, train_images(args.manifest, today)) if n == "today" else Ours(params, n, images)
+               for n in names}
     peer = None if args.no_peer else Peer(params, Path(read_manifest(args.manifest)["root"]))
     speeds: dict[str, list[float]] = {n: [] for n in [*names, *(["peer"] if peer else [])]}
     for runner in runners.values():  # compiles here, outside the timed rounds

@@ -6,8 +6,9 @@
 
 Sides, each run once per seed on the real train split (all 50,000 images) and scored the same way:
 
-    today   the CPU preset as it was before #35 (TODAY below: fp32, 5 epochs, deterministic mode filling
-            new tensors with NaN); its mean pretraining wall time is the budget, unless --budget-s
+    today   the CPU preset as it was before #35 (benchmarks/cifar10-cpu-today.yaml: fp32, 5 epochs,
+            temperature 0.5, width 16, crops from images stored at 16 px; deterministic mode filling new
+            tensors with NaN); its mean pretraining wall time is the budget, unless --budget-s
     preset  configs/cifar10-cpu.yaml as it is now, run by simclr.pretrain.pretrain (its epochs are fixed
             in the preset; its wall time is reported beside the budget)
     peer    the plain PyTorch loop a user writes with lightly's parts (peer_lightly.py: SimCLRTransform
@@ -18,7 +19,7 @@ Sides, each run once per seed on the real train split (all 50,000 images) and sc
 
 --set KEY=VALUE changes the recipe of the preset and the peer alike (today stays today's).
 
-Score: the encoder's h of the un-augmented train and test images (16 px, as the decode cache stores them),
+Score: the encoder's h of the un-augmented train and test images (the 32 px images resized to the 16 px input),
 fp32, and the probe's kNN on all 10,000 test images: k=10 majority vote and k=200 weighted (probe.knn_both).
 Pretraining wall time counts from the call to the first step's data to the last update (model set-up
 and data loading included; scoring excluded).
@@ -45,7 +46,7 @@ from simclr.probe import knn_both
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-TODAY = {"train": {"precision": "fp32", "epochs": 5, "compile": False}}  # configs/cifar10-cpu.yaml before #35
+TODAY = ROOT / "benchmarks" / "cifar10-cpu-today.yaml"  # configs/cifar10-cpu.yaml before #35
 
 
 def score(encoder, params: dict, splits: dict) -> dict:
@@ -147,16 +148,17 @@ def main() -> int:
     if args.budget_s is None and "today" not in sides and not (args.match and "preset" in sides):
         raise SystemExit("--budget-s: expected a budget in seconds when the side `today` (which sets it) is not run")
     preset = config.load_params(ROOT / "params.yaml", args.preset)
+    today = config.load_params(ROOT / "params.yaml", TODAY)
     manifest = Path(args.manifest)
     m = read_manifest(manifest)
     splits = {s: load_split(m, s, preset["model"]["input_size"]) for s in ("train", "test")}
     rows: dict[str, list[dict]] = {}
     budget = args.budget_s
     def run(side: str, seed: int, budget: float | None) -> dict:
-        params = config.merge(preset, {"train": {"seed": seed}})
         if side == "today":
-            params = config.merge(params, TODAY)
+            params = config.merge(today, {"train": {"seed": seed}})
         else:  # the preset and the peer take the same recipe, --set included
+            params = config.merge(preset, {"train": {"seed": seed}})
             params = config.validate_params(config.merge(params, overrides(args)), "--set")
         with tempfile.TemporaryDirectory() as work:
             if side == "peer":

@@ -119,7 +119,10 @@ def test_cpu_time_to_accuracy_runs_today_and_the_preset_and_scores_both(tmp_path
     (today,), (preset,) = result["rows"]["today"], result["rows"]["preset"]
     assert result["budget_s"] == pytest.approx(today["pretrain_s"])
     assert (today["epochs"], today["precision"]) == (5, "fp32")
-    assert preset["epochs"] == 7 and preset["precision"] in ("fp32", "bf16")  # auto, resolved
+    from simclr import config
+
+    committed = config.load_params(ROOT / "params.yaml", ROOT / "configs" / "cifar10-cpu.yaml")["train"]["epochs"]
+    assert preset["epochs"] == committed != 5 and preset["precision"] in ("fp32", "bf16")  # auto, resolved
     for row in (today, preset):
         assert 0 < row["knn_top1"] <= 1 and 0 < row["knn_vote_top1"] <= 1
     assert "| today |" in proc.stdout and "| preset |" in proc.stdout
@@ -141,3 +144,20 @@ def test_time_to_accuracy_summary_with_matched_budgets_names_them_and_the_lead()
     assert "| peer | 600, 480 | 700-480 steps | 47.00, 45.00 | 46.00, 44.00 |" in lines
     assert lines[-1].endswith(f"{100 * (0.48 - 0.47):+.2f} points")
     assert cpu_time_to_accuracy.summary(rows, 540.0)[0].startswith("pretraining budget 540 s")
+
+
+def test_today_is_the_cpu_preset_before_35():
+    """benchmarks/cifar10-cpu-today.yaml, the `today` side of cpu_step.py and cpu_time_to_accuracy.py, is
+    configs/cifar10-cpu.yaml as committed before #35 (e380ee5^), key for key; laid over params.yaml it is
+    the step and schedule the issue's ratios start from, whatever the preset has become since."""
+    import yaml
+
+    old = subprocess.run(["git", "show", "e380ee5^:configs/cifar10-cpu.yaml"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    assert yaml.safe_load(cpu_time_to_accuracy.TODAY.read_text()) == yaml.safe_load(old)
+    from simclr import config
+
+    today = config.load_params(ROOT / "params.yaml", cpu_time_to_accuracy.TODAY)
+    preset = config.load_params(ROOT / "params.yaml", ROOT / "configs" / "cifar10-cpu.yaml")
+    assert (today["train"]["epochs"], today["train"]["precision"], today["train"]["temperature"]) == (5, "fp32", 0.5)
+    assert today["model"]["stored_size"] is None and today != preset

@@ -45,7 +45,8 @@ def test_presets_validate_over_params_yaml_and_hold_only_what_they_change(preset
 def test_the_cpu_preset_is_the_measured_one():
     """Keys the CPU preset inherits must stay what README's Results measured (a changed default would move them)."""
     p = config.load_params(ROOT / "params.yaml", ROOT / "configs" / "cifar10-cpu.yaml")
-    measured = {"model.arch": "resnet18", "model.width": 16, "model.input_size": 16, "model.proj_dim": 128,
+    measured = {"model.arch": "resnet18", "model.width": 16, "model.input_size": 16, "model.stored_size": 32,
+                "model.proj_dim": 128,
                 "train.epochs": 7, "train.precision": "auto", "train.compile": False, "train.batch_size": 256,
                 "train.images_per_class": None, "train.temperature": 0.2, "extract.precision": "fp32",
                 "optim.name": "sgd", "optim.base_lr": 0.1, "optim.weight_decay": 1e-3, "optim.momentum": 0.9,
