@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from simclr import config, model as model_lib, optim as optim_lib, runtime as rt
-from simclr.cache import load_split
+from simclr.cache import load_split, stored
 from simclr.data import read_manifest
 from simclr.losses import nt_xent
 from simclr.pretrain import per_class_subset, steps_per_epoch, view_maker
@@ -41,7 +41,8 @@ def main() -> int:
     params = config.load_params(args.params) if args.params else config.load_params(ROOT / "params.yaml", args.preset)
     train, runtime = params["train"], params["runtime"]
     device = rt.set_up(runtime, train["deterministic"], 0)
-    images, labels, _ = load_split(read_manifest(args.manifest), "train", params["model"]["input_size"])
+    size, crop = stored(params["model"])  # as pretrain's feed stores them (model.stored_size, else input_size)
+    images, labels, _ = load_split(read_manifest(args.manifest), "train", size, crop)
     images = images[per_class_subset(labels, train["images_per_class"], train["seed"])].to(device)
     batch = min(train["batch_size"], len(images))
     steps = args.steps or steps_per_epoch(len(images), batch)
