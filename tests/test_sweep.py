@@ -303,3 +303,30 @@ def test_a_point_run_again_starts_from_its_own_checkpoint(swept):
     assert re.search(rf"resuming from epoch 2, step \d+ \({re.escape(str(point.relative_to(project)))}/checkpoints/",
                      log), log
     assert (point / "models" / "simclr.pt").read_bytes() == model
+
+
+@pytest.mark.parametrize("name, rev, pinned", [
+    ("cifar10-accumulation", "7ba0d18", ["model.width", "model.stored_size", "train.temperature", "train.precision"]),
+    ("cifar10-choices", "7ba0d18",
+     ["model.width", "model.stored_size", "train.temperature", "train.precision", "train.epochs"]),
+    ("cifar10-cpu-precision", "e380ee5", ["model.stored_size"]),
+])
+def test_cifar_sweeps_pin_the_preset_their_tables_measured(params, name, rev, pinned):
+    """The CIFAR sweeps' committed tables were measured on configs/cifar10-cpu.yaml as it was at `rev`
+    (their comments cite it); the preset has moved since (#35), so each pins, under set:, the keys that
+    moved, to what params.yaml and the preset at `rev` gave them (a key the schema lacked then was null)."""
+    import subprocess
+
+    import yaml
+
+    def at_rev(path):
+        return yaml.safe_load(subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True,
+                                             text=True, check=True).stdout)
+
+    old = config.merge(at_rev("params.yaml"), at_rev("configs/cifar10-cpu.yaml"))
+    cpu = config.load_params(ROOT / "params.yaml", ROOT / "configs" / "cifar10-cpu.yaml")  # --configfile, as run
+    sw = sweep.load(ROOT / "sweeps" / f"{name}.yaml", cpu)
+    for key in pinned:
+        section, leaf = key.split(".")
+        assert sw.fixed[key] == old[section].get(leaf), key
+        assert all(config.get(sweep.point_params(sw, p), key) == sw.fixed[key] for p in sw.points), key
